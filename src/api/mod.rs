@@ -1,0 +1,56 @@
+//! The Media Manager client: a trait with one method per remote operation, so the
+//! filesystem core can be tested without HTTP, and its HTTP implementation.
+//!
+//! - [`types`]: serde wire types (tolerant of unknown and missing fields);
+//! - [`error`]: the one error type and the status → errno table;
+//! - [`http`]: the reqwest implementation (paging, retries, streaming uploads, Range reads);
+//! - [`retry`]: the backoff policy;
+//! - [`upload`]: the streaming JSON + base64 body of Create File.
+
+pub mod error;
+pub mod http;
+pub mod retry;
+pub mod types;
+pub mod upload;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use error::{ApiError, ApiErrorKind, ApiResult};
+pub use http::{ClientConfig, HttpClient};
+pub use types::{FileUpdate, Folder, FolderUpdate, MediaFile, NewFile, Parent, Upload};
+
+/// The ten operations of the Media Manager API plus the byte read from a signed URL.
+///
+/// Implementations retry transient failures themselves (bounded); an error returned here
+/// is final for this call.
+#[async_trait]
+pub trait MediaClient: Send + Sync + 'static {
+    /// Get Folders, all pages, children of `parent`.
+    async fn list_folders(&self, parent: &Parent) -> ApiResult<Vec<Folder>>;
+    /// Get Folder By ID.
+    async fn get_folder(&self, id: &str) -> ApiResult<Folder>;
+    /// Create Folder.
+    async fn create_folder(&self, name: &str, parent_id: Option<&str>) -> ApiResult<Folder>;
+    /// Update Folder (rename and/or move).
+    async fn update_folder(&self, id: &str, update: &FolderUpdate) -> ApiResult<Folder>;
+    /// Delete Folder; a non-empty folder gives [`ApiErrorKind::Conflict`].
+    async fn delete_folder(&self, id: &str) -> ApiResult<()>;
+
+    /// Get Files, all pages, files of `folder`.
+    async fn list_files(&self, folder: &Parent) -> ApiResult<Vec<MediaFile>>;
+    /// Get File By ID (comes with a fresh signed URL).
+    async fn get_file(&self, id: &str) -> ApiResult<MediaFile>;
+    /// Create File from the bytes of a local file, streamed (never held whole in memory).
+    async fn create_file(&self, meta: &NewFile, content: &Path) -> ApiResult<MediaFile>;
+    /// Update File (metadata, title, move).
+    async fn update_file(&self, id: &str, update: &FileUpdate) -> ApiResult<MediaFile>;
+    /// Delete File.
+    async fn delete_file(&self, id: &str) -> ApiResult<()>;
+
+    /// Reads `len` bytes at `offset` from a signed URL. Returns fewer bytes only at the end
+    /// of the file. An expired or altered URL gives [`ApiErrorKind::UrlExpired`].
+    async fn read_range(&self, url: &str, offset: u64, len: u64) -> ApiResult<Bytes>;
+}

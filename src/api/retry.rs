@@ -1,0 +1,1 @@
+//! Backoff policy for retried calls (filled in by the client work).

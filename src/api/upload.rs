@@ -1,0 +1,1 @@
+//! Streaming body of Create File (filled in by the client work).

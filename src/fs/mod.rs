@@ -1,0 +1,1 @@
+//! The filesystem core, without FUSE types.

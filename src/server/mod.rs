@@ -1,0 +1,1 @@
+//! The embedded Media Manager server (filled in by the server work).
