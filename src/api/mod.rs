@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod retry;
 pub mod types;
+pub mod mock;
 pub mod upload;
 
 use std::path::Path;
