@@ -1,1 +1,515 @@
-//! fuser glue.
+//! `fuser::Filesystem` glue: a few lines per operation over [`MediaFs`].
+//!
+//! Every request that may touch the network is handed to the tokio runtime and answered
+//! from there, so FUSE worker threads never wait on the network and concurrent readers
+//! of different files progress in parallel.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle;
+use tracing::{event, Instrument, Level};
+
+use crate::fs::error::Error;
+use crate::fs::filesystem::{Attr, Kind, MediaFs};
+
+pub struct FuseFs {
+    fs: Arc<MediaFs>,
+    rt: Handle,
+    /// How long the kernel may cache attributes and names.
+    ttl: Duration,
+}
+
+impl FuseFs {
+    pub fn new(fs: Arc<MediaFs>, rt: Handle, ttl: Duration) -> Self {
+        FuseFs { fs, rt, ttl }
+    }
+
+    /// Runs `f` on the runtime inside a span named after the operation.
+    fn spawn<F>(&self, op: &'static str, ino: u64, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let span = tracing::debug_span!("fuse", op, ino);
+        self.rt.spawn(f.instrument(span));
+    }
+}
+
+fn to_file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.crtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+/// Logs a failed operation once, at the error's own level, and returns its errno.
+fn fail(op: &str, e: &Error) -> Errno {
+    let chain = e
+        .source
+        .as_ref()
+        .map(|s| format!("{s:#}"))
+        .unwrap_or_default();
+    match e.level {
+        Level::ERROR => event!(
+            Level::ERROR,
+            op,
+            errno = e.errno,
+            "{}{}",
+            e.message,
+            chain_suffix(&chain)
+        ),
+        Level::WARN => event!(
+            Level::WARN,
+            op,
+            errno = e.errno,
+            "{}{}",
+            e.message,
+            chain_suffix(&chain)
+        ),
+        Level::INFO => event!(
+            Level::INFO,
+            op,
+            errno = e.errno,
+            "{}{}",
+            e.message,
+            chain_suffix(&chain)
+        ),
+        _ => event!(
+            Level::DEBUG,
+            op,
+            errno = e.errno,
+            "{}{}",
+            e.message,
+            chain_suffix(&chain)
+        ),
+    }
+    Errno::from_i32(e.errno)
+}
+
+fn chain_suffix(chain: &str) -> String {
+    if chain.is_empty() {
+        String::new()
+    } else {
+        format!(" ({chain})")
+    }
+}
+
+macro_rules! reply_err {
+    ($reply:expr, $op:expr, $e:expr) => {
+        $reply.error(fail($op, &$e))
+    };
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // readdirplus: `ls -l` gets names and attributes in one pass, no lookup per entry.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ =
+            config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ASYNC_READ);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.to_owned());
+        self.spawn("lookup", parent.0, async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(a) => reply.entry(&ttl, &to_file_attr(&a), Generation(0)),
+                Err(e) => reply_err!(reply, "lookup", e),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        self.spawn("getattr", ino.0, async move {
+            match fs.getattr(ino.0).await {
+                Ok(a) => reply.attr(&ttl, &to_file_attr(&a)),
+                Err(e) => reply_err!(reply, "getattr", e),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        self.spawn("setattr", ino.0, async move {
+            match fs.setattr(ino.0, fh.map(|f| f.0), size).await {
+                Ok(a) => reply.attr(&ttl, &to_file_attr(&a)),
+                Err(e) => reply_err!(reply, "setattr", e),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.to_owned());
+        self.spawn("mkdir", parent.0, async move {
+            match fs.mkdir(parent.0, &name).await {
+                Ok(a) => reply.entry(&ttl, &to_file_attr(&a), Generation(0)),
+                Err(e) => reply_err!(reply, "mkdir", e),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.spawn("unlink", parent.0, async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "unlink", e),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.spawn("rmdir", parent.0, async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "rmdir", e),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (fs, name, newname) = (self.fs.clone(), name.to_owned(), newname.to_owned());
+        self.spawn("rename", parent.0, async move {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "rename", e),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn("open", ino.0, async move {
+            match fs.open(ino.0, flags.0).await {
+                Ok(o) => {
+                    let f = if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(o.fh), f)
+                }
+                Err(e) => reply_err!(reply, "open", e),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn("read", ino.0, async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply_err!(reply, "read", e),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // Local disk only: answered on the FUSE thread.
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply_err!(reply, "write", e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn("flush", ino.0, async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "flush", e),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn("release", ino.0, async move {
+            match fs.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "release", e),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn("fsync", ino.0, async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "fsync", e),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn("opendir", ino.0, async move {
+            match fs.readdir_snapshot(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply_err!(reply, "opendir", e),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(fh.0) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    let kind = if e.attr.kind == Kind::Dir {
+                        FileType::Directory
+                    } else {
+                        FileType::RegularFile
+                    };
+                    if reply.add(INodeNo(e.ino), i as u64 + 1, kind, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply_err!(reply, "readdir", e),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.fs.readdir(fh.0) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(
+                        INodeNo(e.ino),
+                        i as u64 + 1,
+                        &e.name,
+                        &self.ttl,
+                        &to_file_attr(&e.attr),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply_err!(reply, "readdirplus", e),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release_handle(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (fs, name, value) = (self.fs.clone(), name.to_owned(), value.to_vec());
+        self.spawn("setxattr", ino.0, async move {
+            match fs.setxattr(ino.0, &name, &value).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply_err!(reply, "setxattr", e),
+            }
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name) {
+            Ok(v) => xattr_reply(reply, &v, size),
+            Err(e) => reply_err!(reply, "getxattr", e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(v) => xattr_reply(reply, &v, size),
+            Err(e) => reply_err!(reply, "listxattr", e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.to_owned());
+        self.spawn("create", parent.0, async move {
+            match fs.create(parent.0, &name, flags).await {
+                Ok((a, o)) => reply.created(
+                    &ttl,
+                    &to_file_attr(&a),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply_err!(reply, "create", e),
+            }
+        });
+    }
+}
+
+/// getxattr/listxattr protocol: size 0 asks for the length; too small a buffer is ERANGE.
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}

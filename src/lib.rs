@@ -11,3 +11,30 @@ pub mod fs;
 pub mod fuse;
 pub mod mount;
 pub mod server;
+
+/// Logs go to stderr (foreground) or to `file` (background daemon). `RUST_LOG` or
+/// `MEDIAFS_LOG` set the filter (default `info`).
+pub fn init_logging(file: Option<&std::path::Path>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("MEDIAFS_LOG")
+        .ok()
+        .map(EnvFilter::new)
+        .unwrap_or_else(|| {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+        });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let opened = file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    let _ = match opened {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}

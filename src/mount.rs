@@ -1,1 +1,525 @@
-//! Mount lifecycle.
+//! The mount's lifecycle: flags, the embedded server when no remote is given, the
+//! background daemon with its readiness handshake, signals, and a clean unmount.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
+
+use crate::api::{ClientConfig, HttpClient, MediaClient};
+use crate::fs::filesystem::{FsConfig, MediaFs};
+use crate::fs::namespace::Namespace;
+use crate::fs::read::{ReadConfig, Reader};
+use crate::fs::write::{Uploader, WriteConfig};
+use crate::fuse::FuseFs;
+use crate::server::{self, parse_size, ServerConfig};
+
+/// Flags of `mediafs mount`.
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// Empty directory to mount the library on.
+    pub mountpoint: PathBuf,
+
+    /// Media Manager API to mount, e.g. https://apigw.klinkcx.com. Without it, mediafs
+    /// starts its embedded server on a local library (see --data-dir).
+    #[arg(long, env = "MEDIAFS_API_URL")]
+    pub api_url: Option<String>,
+
+    /// File holding the API token (the token can also come from MEDIAFS_TOKEN). Never
+    /// pass a token on the command line: other users can read it there.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+
+    /// Mount read-only: every modifying call answers EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Stay attached to the terminal (for containers and systemd) instead of returning
+    /// once the mount is ready.
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+
+    /// Let other users (not only you and root) access the mount. Needs
+    /// `user_allow_other` in /etc/fuse.conf when not run as root.
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Owner shown for all files (default: you).
+    #[arg(long)]
+    pub uid: Option<u32>,
+
+    /// Group shown for all files (default: your group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+
+    /// Memory for cached file blocks, shared by all open files: bytes or with a K/M/G suffix.
+    #[arg(long, default_value = "256M")]
+    pub cache_size: String,
+
+    /// Seconds a directory listing is trusted before it is fetched again; remote changes
+    /// made by others show up after at most this long (SIGHUP drops all caches at once).
+    #[arg(long, default_value_t = 30)]
+    pub dir_ttl: u64,
+
+    /// Seconds the kernel may cache names and attributes.
+    #[arg(long, default_value_t = 1)]
+    pub attr_ttl: u64,
+
+    /// Library directory of the embedded server (used when no --api-url is given).
+    /// Default: the user's data directory, e.g. ~/.local/share/mediafs/library.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Directory for staged writes and pending uploads (kept private: 0700). Default: the
+    /// user's cache directory, one subdirectory per library.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// How long an upload is retried before close() reports the failure (the data then
+    /// waits in the pending area and is retried in the background), in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub upload_retry_secs: u64,
+
+    /// How long unmount waits for uploads still in progress, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub unmount_timeout: u64,
+
+    /// Log file when running in the background (default: mediafs.log in the cache dir).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Where the token comes from: the file, else MEDIAFS_TOKEN.
+fn read_token(args: &MountArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.token_file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading token file {}", path.display()))?;
+        let t = t.trim().to_string();
+        if t.is_empty() {
+            bail!("token file {} is empty", path.display());
+        }
+        return Ok(t);
+    }
+    match std::env::var("MEDIAFS_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => bail!("no API token: pass --token-file FILE or set MEDIAFS_TOKEN"),
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("mediafs")
+        .join("library")
+}
+
+/// The cache dir of one library: pending uploads of a library are found again by the next
+/// mount of the same library.
+fn default_cache_dir(library_key: &str) -> PathBuf {
+    let digest = hex::encode(&Sha256::digest(library_key.as_bytes())[..8]);
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("mediafs")
+        .join(digest)
+}
+
+fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            anyhow!("{} is a dead mount (\"Transport endpoint is not connected\"): run `mediafs unmount {}` first", path.display(), path.display())
+        } else {
+            anyhow!("mountpoint {}: {e}", path.display())
+        }
+    })?;
+    if !meta.is_dir() {
+        bail!("mountpoint {} is not a directory", path.display());
+    }
+    let abs = std::fs::canonicalize(path)?;
+    if is_mounted(&abs) {
+        bail!(
+            "{} is already a mount point (busy): unmount it first",
+            abs.display()
+        );
+    }
+    Ok(abs)
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    mounts.lines().any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|m| m.replace("\\040", " ") == want)
+    })
+}
+
+/// `mediafs mount`: returns the process exit code.
+pub fn run(args: MountArgs) -> i32 {
+    let mountpoint = match check_mountpoint(&args.mountpoint) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mediafs: {e:#}");
+            return 2;
+        }
+    };
+    if args.foreground {
+        crate::init_logging(None);
+        return match serve_mount(args, mountpoint, None) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("mediafs: {e:#}");
+                1
+            }
+        };
+    }
+    // Background: fork before any thread exists; the child reports readiness over a pipe.
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        eprintln!("mediafs: pipe: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("mediafs: fork: {}", std::io::Error::last_os_error());
+            1
+        }
+        0 => {
+            unsafe { libc::close(fds[0]) };
+            let ready = unsafe { File::from_raw_fd(fds[1]) };
+            unsafe { libc::setsid() };
+            let code = match serve_mount(args, mountpoint, Some(ready)) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            std::process::exit(code);
+        }
+        child => {
+            unsafe { libc::close(fds[1]) };
+            let mut msg = String::new();
+            let _ = unsafe { File::from_raw_fd(fds[0]) }.read_to_string(&mut msg);
+            if let Some(ok) = msg.strip_prefix("OK ") {
+                println!("{ok}");
+                0
+            } else {
+                let mut status = 0;
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                let msg = msg
+                    .strip_prefix("ERR ")
+                    .unwrap_or("the daemon exited before the mount was ready");
+                eprintln!("mediafs: {}", msg.trim());
+                1
+            }
+        }
+    }
+}
+
+/// Tells the waiting parent how the mount went (background mode), or prints it.
+fn report(ready: &mut Option<File>, ok: Result<String, String>) {
+    match ready.take() {
+        Some(mut f) => {
+            let line = match &ok {
+                Ok(m) => format!("OK {m}"),
+                Err(m) => format!("ERR {m}"),
+            };
+            let _ = f.write_all(line.as_bytes());
+        }
+        None => match ok {
+            Ok(m) => eprintln!("{m}"),
+            Err(m) => eprintln!("mediafs: {m}"),
+        },
+    }
+}
+
+fn serve_mount(
+    args: MountArgs,
+    mountpoint: PathBuf,
+    mut ready: Option<File>,
+) -> anyhow::Result<()> {
+    let result = serve_mount_inner(&args, &mountpoint, &mut ready);
+    if let Err(e) = &result {
+        error!("mount failed: {e:#}");
+        report(&mut ready, Err(format!("{e:#}")));
+    }
+    result
+}
+
+fn serve_mount_inner(
+    args: &MountArgs,
+    mountpoint: &Path,
+    ready: &mut Option<File>,
+) -> anyhow::Result<()> {
+    let cache_bytes = parse_size(&args.cache_size).map_err(|e| anyhow!("--cache-size: {e}"))?;
+    let library_key = match &args.api_url {
+        Some(url) => url.clone(),
+        None => format!(
+            "embedded:{}",
+            args.data_dir
+                .clone()
+                .unwrap_or_else(default_data_dir)
+                .display()
+        ),
+    };
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(&library_key));
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("creating cache dir {}", cache_dir.display()))?;
+    set_private(&cache_dir);
+    if ready.is_some() {
+        let log = args
+            .log_file
+            .clone()
+            .unwrap_or_else(|| cache_dir.join("mediafs.log"));
+        crate::init_logging(Some(&log));
+        redirect_stdio();
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mediafs-rt")
+        .build()?;
+    let handle = rt.handle().clone();
+
+    // The remote: the given API, or the embedded server on a local library.
+    let (base_url, token, embedded) = match &args.api_url {
+        Some(url) => (url.clone(), read_token(args)?, None),
+        None => {
+            let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let token = format!("local-{}", uuid::Uuid::new_v4().simple());
+            let mut cfg = ServerConfig::for_tests(data_dir.clone(), &token);
+            cfg.seed_sample = true;
+            let srv = rt
+                .block_on(server::start(cfg))
+                .context("starting the embedded server")?;
+            info!(data_dir = %data_dir.display(), url = %srv.base_url(), "embedded Media Manager server started");
+            (srv.base_url(), token, Some((srv, data_dir)))
+        }
+    };
+    let client = Arc::new(
+        HttpClient::new(ClientConfig::new(base_url.clone(), token)).map_err(|e| anyhow!("{e}"))?,
+    );
+    rt.block_on(client.probe()).map_err(|e| match e.kind {
+        crate::api::ApiErrorKind::Unauthorized => {
+            anyhow!("the API rejected the token (HTTP 401): check --token-file / MEDIAFS_TOKEN")
+        }
+        _ => anyhow!("cannot reach the Media Manager API at {base_url}: {e}"),
+    })?;
+    let client: Arc<dyn MediaClient> = client;
+
+    let _guard = handle.enter();
+    let ns = Arc::new(Mutex::new(Namespace::new()));
+    let reader = Reader::new(client.clone(), ReadConfig::with_cache_bytes(cache_bytes));
+    let uploader = if args.read_only {
+        None
+    } else {
+        let mut wc = WriteConfig::new(cache_dir.clone());
+        wc.upload_retry_for = Duration::from_secs(args.upload_retry_secs);
+        wc.shutdown_timeout = Duration::from_secs(args.unmount_timeout);
+        let u = Uploader::new(client.clone(), wc, MediaFs::landed_callback(ns.clone()))
+            .map_err(|e| anyhow!("{e}"))?;
+        u.recover();
+        Some(u)
+    };
+    let fs_config = FsConfig {
+        uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+        gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+        dir_ttl: Duration::from_secs(args.dir_ttl),
+        read_only: args.read_only,
+        ..FsConfig::default()
+    };
+    let fs = Arc::new(MediaFs::new(client, reader, uploader, ns, fs_config));
+
+    let mut options = vec![
+        fuser::MountOption::FSName("mediafs".into()),
+        fuser::MountOption::Subtype("mediafs".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoAtime,
+        if args.read_only {
+            fuser::MountOption::RO
+        } else {
+            fuser::MountOption::RW
+        },
+    ];
+    let is_root = unsafe { libc::geteuid() } == 0;
+    // auto_unmount (via fusermount3) removes the mount if the daemon dies, so a crash
+    // never leaves "Transport endpoint is not connected" behind. fuser requires a non-owner
+    // ACL for it; allow_other needs root or user_allow_other.
+    let acl = if args.allow_other {
+        fuser::SessionACL::All
+    } else if is_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    if acl != fuser::SessionACL::Owner && which("fusermount3") {
+        options.push(fuser::MountOption::AutoUnmount);
+    } else {
+        warn!("auto-unmount unavailable (needs fusermount3 and root or --allow-other): a crash leaves a dead mount");
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = acl;
+    config.n_threads = Some(4);
+    config.clone_fd = true;
+
+    let attr_ttl = Duration::from_secs(args.attr_ttl);
+    let mut session = fuser::Session::new(
+        FuseFs::new(fs.clone(), handle.clone(), attr_ttl),
+        mountpoint,
+        &config,
+    )
+    .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let bg = session.spawn().context("starting the FUSE session")?;
+
+    let source = match &embedded {
+        Some((_, dir)) => format!("the local library in {}", dir.display()),
+        None => base_url.clone(),
+    };
+    info!(mountpoint = %mountpoint.display(), %source, "mounted");
+    report(
+        ready,
+        Ok(format!(
+            "mediafs: mounted {source} on {}",
+            mountpoint.display()
+        )),
+    );
+
+    // Signals: INT/TERM unmount, HUP drops caches. An external unmount ends the session.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = bg.join();
+        let _ = done_tx.send(());
+    });
+    let fs_sig = fs.clone();
+    let mp = mountpoint.to_path_buf();
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+        let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+        tokio::pin!(done_rx);
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: unmounting"); break; }
+                _ = int.recv() => { info!("SIGINT: unmounting"); break; }
+                _ = hup.recv() => fs_sig.drop_caches(),
+                _ = &mut done_rx => { info!("unmounted"); return; }
+            }
+        }
+        // A busy mount (open files) is detached lazily: open handles keep being served
+        // until they close, then the session ends.
+        if unmounter.unmount().is_err() {
+            let _ = umount(&mp, true);
+        }
+        let _ = done_rx.await;
+    });
+    let pending = rt.block_on(fs.shutdown(Duration::from_secs(args.unmount_timeout)));
+    if !pending.is_empty() {
+        let list: Vec<String> = pending
+            .iter()
+            .map(|p| format!("{} ({} bytes) at {}", p.name, p.size, p.data_path.display()))
+            .collect();
+        warn!(
+            count = pending.len(),
+            "uploads still pending; they are retried at the next mount of this library: {}",
+            list.join("; ")
+        );
+        eprintln!(
+            "mediafs: {} upload(s) still pending, kept in {} and retried at the next mount: {}",
+            pending.len(),
+            cache_dir.join("pending").display(),
+            list.join("; ")
+        );
+    }
+    if let Some((srv, _)) = embedded {
+        rt.block_on(srv.shutdown());
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+fn set_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+fn which(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+}
+
+/// The daemon has no terminal: stdin/stdout/stderr go to /dev/null (logs go to the log file).
+fn redirect_stdio() {
+    if let Ok(devnull) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            unsafe { libc::dup2(devnull.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Unmounts `mountpoint` (lazily: detached now, gone when the last open file closes).
+fn umount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    // Not root: fusermount3 may unmount FUSE mounts of the calling user.
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    match cmd.arg(mountpoint).status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(_) => Err(err),
+        Err(e) => Err(e),
+    }
+}
+
+/// `mediafs unmount MOUNTPOINT`: the daemon then waits for uploads in progress and exits.
+pub fn unmount(mountpoint: &Path) -> i32 {
+    match umount(mountpoint, false) {
+        Ok(()) => 0,
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            eprintln!(
+                "mediafs: {} is busy (a process has a file or directory open there)",
+                mountpoint.display()
+            );
+            1
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            eprintln!("mediafs: {} is not mounted", mountpoint.display());
+            1
+        }
+        Err(e) => {
+            eprintln!("mediafs: unmount {}: {e}", mountpoint.display());
+            1
+        }
+    }
+}

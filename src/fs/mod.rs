@@ -6,7 +6,9 @@
 //! - [`write`]: the write path: staging files, uploads, the pending area and its recovery.
 
 pub mod error;
+pub mod filesystem;
 pub mod names;
+pub mod namespace;
 pub mod read;
 pub mod write;
 
