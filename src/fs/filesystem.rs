@@ -428,7 +428,6 @@ impl MediaFs {
             .open(&file.id, file.size(), file.url().map(str::to_string));
         Ok(Opened {
             fh: self.add_handle(Handle::Read {
-                ino,
                 reader: Arc::new(handle),
             }),
             keep_cache,
