@@ -593,9 +593,12 @@ impl HttpClient {
             // `{"data": [...]}`: the whole list in one answer.
         } else if let Some(last) = last {
             if last > 1 {
+                // In order (`buffered`); an empty page ends the walk early, so a wild
+                // `lastPage` costs a few extra calls, not millions.
                 let rest: Vec<ListPage<T>> = futures::stream::iter(2..=last)
                     .map(|p| self.page::<T>(path, filter, parent, p))
                     .buffered(self.config.list_concurrency.max(1))
+                    .try_take_while(|p| futures::future::ready(Ok(!p.data.is_empty())))
                     .try_collect()
                     .await?;
                 items.extend(rest.into_iter().flat_map(|p| p.data));
