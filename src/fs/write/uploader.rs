@@ -1,0 +1,787 @@
+//! The uploader: commits, the pending registry with its background retries, recovery,
+//! shutdown and the cache dir lock.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+use tracing::Level;
+use uuid::Uuid;
+
+use super::staging::{mime_for, Dirs, Location, Sidecar, StagedFile};
+use super::{PendingInfo, UploadTarget, WriteConfig};
+use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile, NewFile};
+use crate::fs::error::{Error, Result};
+
+/// Called when a pending upload lands in the background.
+pub type OnLanded = Box<dyn Fn(&UploadTarget, &MediaFile) + Send + Sync>;
+
+/// Background uploads running at once (recovery may find many).
+const BACKGROUND_UPLOADS: usize = 2;
+
+/// Turns writes into uploads. One per mounted library (and cache dir).
+pub struct Uploader {
+    client: Arc<dyn MediaClient>,
+    config: WriteConfig,
+    dirs: Arc<Dirs>,
+    /// Holds `flock` on `<cache_dir>/lock` while open.
+    _lock: File,
+    on_landed: OnLanded,
+    runtime: Handle,
+    me: Weak<Uploader>,
+    /// Every staged file alive, for stats and the shutdown report.
+    live: Mutex<HashMap<Uuid, Weak<StagedFile>>>,
+    /// The pending area: uploads that failed and are retried in the background.
+    registry: Mutex<HashMap<Uuid, Arc<StagedFile>>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// Commits running now (the core's and the background ones).
+    inflight: AtomicUsize,
+    shutting_down: AtomicBool,
+    background_slots: Semaphore,
+}
+
+/// What one commit did.
+struct Committed {
+    file: MediaFile,
+    /// The target the upload went to.
+    target: UploadTarget,
+    /// False when the commit was a no-op (nothing changed since the last one).
+    uploaded: bool,
+}
+
+struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Uploader {
+    /// Creates the cache dirs (0700) and takes the cache dir lock. `on_landed` is called
+    /// from a background task when a pending upload lands later.
+    ///
+    /// Must be called inside a Tokio runtime: background retries are spawned on it.
+    pub fn new(
+        client: Arc<dyn MediaClient>,
+        config: WriteConfig,
+        on_landed: OnLanded,
+    ) -> Result<Arc<Uploader>> {
+        let runtime = Handle::try_current().map_err(|_| {
+            Error::new(
+                libc::EINVAL,
+                "the uploader needs a Tokio runtime (none running)",
+            )
+        })?;
+        let dirs = Arc::new(Dirs::new(&config.cache_dir));
+        let io = |what: &str, p: &Path, e| dirs.io_error(format!("{what} {}", p.display()), e);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dirs.root)
+            .map_err(|e| io("creating cache dir", &dirs.root, e))?;
+        let lock_file = take_lock(&dirs.root)?;
+        for d in [&dirs.staging, &dirs.pending] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| io("creating", d, e))?;
+            // Staged data is the user's: keep it private even if the dir existed already.
+            fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io("chmod", d, e))?;
+        }
+        Ok(Arc::new_cyclic(|me| Uploader {
+            client,
+            config,
+            dirs,
+            _lock: lock_file,
+            on_landed,
+            runtime,
+            me: me.clone(),
+            live: Mutex::new(HashMap::new()),
+            registry: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            inflight: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            background_slots: Semaphore::new(BACKGROUND_UPLOADS),
+        }))
+    }
+
+    /// Stages a new, empty file. It is uploaded on commit even if nothing is written to it.
+    pub fn stage_new(self: &Arc<Self>, target: UploadTarget) -> Result<Arc<StagedFile>> {
+        let staged = StagedFile::create(&self.dirs, self.me.clone(), target, true, false)?;
+        self.add_live(&staged);
+        Ok(staged)
+    }
+
+    /// Stages a copy of the existing remote file `target.replaces` (of `size` bytes).
+    ///
+    /// With `truncate` (O_TRUNC) the copy starts empty and `fill` is not called. Otherwise
+    /// the file is sized to `size` and `fill` is called with it to write the current bytes
+    /// in (through [`StagedFile::write_at`]); those writes do not make it dirty, so a file
+    /// opened for writing and closed unchanged is not uploaded again. If `fill` fails, the
+    /// staged copy is removed and its error returned.
+    pub async fn stage_existing<F, Fut>(
+        self: &Arc<Self>,
+        target: UploadTarget,
+        size: u64,
+        truncate: bool,
+        fill: F,
+    ) -> Result<Arc<StagedFile>>
+    where
+        F: FnOnce(Arc<StagedFile>) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let staged = StagedFile::create(&self.dirs, self.me.clone(), target, truncate, !truncate)?;
+        self.add_live(&staged);
+        if truncate {
+            return Ok(staged);
+        }
+        let filled = match staged.set_len(size) {
+            Ok(()) => fill(staged.clone()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = filled {
+            staged.discard();
+            return Err(e);
+        }
+        staged.lock().filling = false;
+        Ok(staged)
+    }
+
+    /// Uploads the staged file if it changed since its last successful commit, else returns
+    /// that commit's result. On failure (after retrying transient errors for
+    /// `upload_retry_for`) the data is in the pending area, retried in the background, and
+    /// the error is returned so that `close()` reports it.
+    pub async fn commit(&self, staged: &StagedFile) -> Result<MediaFile> {
+        self.commit_inner(staged, self.config.upload_retry_for)
+            .await
+            .map(|c| c.file)
+    }
+
+    /// Retries, in the background, every upload left over by an earlier run: the pending
+    /// area, and staging files that were being written when the daemon died.
+    pub fn recover(self: &Arc<Self>) {
+        let live: Vec<Uuid> = lock(&self.live).keys().copied().collect();
+        let registered: Vec<Uuid> = lock(&self.registry).keys().copied().collect();
+        let skip = |id: &Uuid| live.contains(id) || registered.contains(id);
+
+        // Interrupted writes first: move them to the pending area.
+        for (id, path) in sidecars(&self.dirs.staging) {
+            if skip(&id) {
+                continue;
+            }
+            self.recover_staging(id, &path);
+        }
+        for (id, path) in sidecars(&self.dirs.pending) {
+            if skip(&id) {
+                continue;
+            }
+            match StagedFile::open(&self.dirs, self.me.clone(), id, Location::Pending) {
+                Ok(staged) => {
+                    if !staged.is_dirty() {
+                        // Landed before the crash; drop removes the leftovers.
+                        continue;
+                    }
+                    let target = staged.target();
+                    tracing::info!(
+                        file = %target.name,
+                        size = staged.len(),
+                        "retrying upload left pending by an earlier run"
+                    );
+                    self.add_live(&staged);
+                    self.register(staged, Duration::ZERO);
+                }
+                Err(e) => tracing::error!(
+                    "cannot recover pending upload {}: {e} (left in place)",
+                    path.display()
+                ),
+            }
+        }
+        // Orphan data files (no sidecar anywhere) are empty by construction: the sidecar is
+        // written before the data file is created.
+        for dir in [&self.dirs.staging, &self.dirs.pending] {
+            remove_orphans(dir, &self.dirs);
+        }
+    }
+
+    /// Uploads waiting in the pending area, by name.
+    pub fn pending(&self) -> Vec<PendingInfo> {
+        let staged: Vec<Arc<StagedFile>> = lock(&self.registry).values().cloned().collect();
+        let mut out: Vec<PendingInfo> = staged.iter().map(|s| info_of(s)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// For unmount: stops background retries, waits up to `timeout` for uploads in progress,
+    /// and returns what has not landed (the pending area, plus files still open with changes
+    /// not committed). All of it is retried on the next mount.
+    pub async fn shutdown(&self, timeout: Duration) -> Vec<PendingInfo> {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        while self.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        let mut out = self.pending();
+        let open: Vec<Arc<StagedFile>> = lock(&self.live)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for s in &open {
+            let st = s.lock();
+            if st.dirty && !st.discarded && !st.registered {
+                drop(st);
+                out.push(info_of(s));
+            }
+        }
+        drop(open);
+        if !out.is_empty() {
+            tracing::warn!(
+                count = out.len(),
+                dir = %self.dirs.pending.display(),
+                "uploads still pending at unmount; retried on the next mount"
+            );
+        }
+        out
+    }
+
+    /// Bytes of staged data on local disk (open files and the pending area).
+    pub fn staging_bytes(&self) -> u64 {
+        let staged: Vec<Arc<StagedFile>> = lock(&self.live)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        staged.iter().map(|s| s.len()).sum()
+    }
+
+    /// The pending directory (for messages).
+    pub fn pending_dir(&self) -> &Path {
+        &self.dirs.pending
+    }
+
+    fn add_live(&self, staged: &Arc<StagedFile>) {
+        lock(&self.live).insert(staged.id, Arc::downgrade(staged));
+    }
+
+    pub(super) fn forget_live(&self, id: Uuid) {
+        lock(&self.live).remove(&id);
+    }
+
+    pub(super) fn unregister(&self, id: Uuid) {
+        // Take the entry out first: dropping it may run `StagedFile::drop`, which locks.
+        let removed = lock(&self.registry).remove(&id);
+        drop(removed);
+    }
+
+    /// A staged file released dirty and moved to the pending area by its `Drop`: reopen it
+    /// and retry it like any pending upload.
+    pub(super) fn adopt_pending(&self, id: Uuid) {
+        match StagedFile::open(&self.dirs, self.me.clone(), id, Location::Pending) {
+            Ok(staged) => {
+                self.add_live(&staged);
+                self.register(staged, Duration::ZERO);
+            }
+            Err(e) => tracing::error!("{e}; the upload is retried on the next mount"),
+        }
+    }
+
+    /// Puts a staged file in the pending registry and starts its background retries.
+    fn register(&self, staged: Arc<StagedFile>, first_delay: Duration) {
+        let id = staged.id;
+        staged.lock().registered = true;
+        lock(&self.registry).insert(id, staged);
+        let task = self
+            .runtime
+            .spawn(retry_pending(self.me.clone(), id, first_delay));
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task.abort_handle());
+    }
+
+    async fn commit_inner(&self, staged: &StagedFile, retry_for: Duration) -> Result<Committed> {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let _busy = Busy(&self.inflight);
+        let _serial = staged.commit_lock.lock().await;
+
+        let (target, generation, target_generation, data_path, size, last) = {
+            let st = staged.lock();
+            if st.discarded {
+                return Err(Error::new(
+                    libc::ENOENT,
+                    format!("{:?} was deleted while open; not uploaded", st.target.name),
+                )
+                .with_level(Level::DEBUG));
+            }
+            (
+                st.target.clone(),
+                st.generation,
+                st.target_generation,
+                staged.data_path(&st),
+                st.len,
+                (!st.dirty).then(|| st.last.clone()),
+            )
+        };
+        match last {
+            Some(Some(file)) => {
+                return Ok(Committed {
+                    file,
+                    target,
+                    uploaded: false,
+                })
+            }
+            Some(None) => return self.unchanged(staged, target).await,
+            None => {}
+        }
+
+        let meta = new_file(&target);
+        let started = Instant::now();
+        let result = self.create_with_retry(&meta, &data_path, retry_for).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let file = match result {
+            Ok(file) => file,
+            Err(err) => {
+                tracing::info!(
+                    file = %target.name,
+                    size,
+                    duration_ms = elapsed_ms,
+                    outcome = "failed",
+                    "upload: {err}"
+                );
+                let kept = self.keep_pending(staged, &err);
+                return Err(self.commit_error(&target, size, err, kept));
+            }
+        };
+        tracing::info!(
+            file = %target.name,
+            size,
+            duration_ms = elapsed_ms,
+            outcome = "ok",
+            id = %file.id,
+            "upload"
+        );
+
+        let (discarded, unregister) = {
+            let mut st = staged.lock();
+            st.last = Some(file.clone());
+            st.target.replaces = Some(file.id.clone());
+            st.last_error = None;
+            if st.generation == generation && st.target_generation == target_generation {
+                st.dirty = false;
+            }
+            if let Err(e) = staged.save_sidecar(&st) {
+                // Only costs a second upload of the same bytes after a crash.
+                tracing::warn!("{e}");
+            }
+            let unregister = st.registered && !st.dirty;
+            if unregister {
+                st.registered = false;
+            }
+            (st.discarded, unregister)
+        };
+        if discarded {
+            // Unlinked while the upload ran: the new copy must not outlive the unlink.
+            if let Err(e) = self.client.delete_file(&file.id).await {
+                tracing::warn!(file = %target.name, "removing the copy of a deleted file: {e}");
+            }
+        } else if let Some(old) = target.replaces.as_deref().filter(|o| *o != file.id) {
+            self.delete_replaced(old, &target.name).await;
+        }
+        if unregister {
+            self.unregister(staged.id);
+        }
+        Ok(Committed {
+            file,
+            target,
+            uploaded: true,
+        })
+    }
+
+    /// Commit of a file never changed since `stage_existing`: nothing to upload; the result
+    /// is the remote file it stands for.
+    async fn unchanged(&self, staged: &StagedFile, target: UploadTarget) -> Result<Committed> {
+        let Some(id) = target.replaces.clone() else {
+            return Err(Error::new(
+                libc::EIO,
+                format!("{:?}: staged file has nothing to upload", target.name),
+            ));
+        };
+        let file = self
+            .client
+            .get_file(&id)
+            .await
+            .map_err(|e| Error::api(format!("looking up {:?}", target.name), e))?;
+        staged.lock().last = Some(file.clone());
+        Ok(Committed {
+            file,
+            target,
+            uploaded: false,
+        })
+    }
+
+    /// One Create File, repeated on transient failures for at most `retry_for`.
+    async fn create_with_retry(
+        &self,
+        meta: &NewFile,
+        data: &Path,
+        retry_for: Duration,
+    ) -> std::result::Result<MediaFile, ApiError> {
+        let started = Instant::now();
+        let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        loop {
+            match self.client.create_file(meta, data).await {
+                Ok(f) => return Ok(f),
+                Err(e) if e.is_transient() && started.elapsed() + delay <= retry_for => {
+                    tracing::debug!(file = %meta.file_name, "upload failed, retrying: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes the remote file a commit replaced. A failure leaves two copies (shown as
+    /// duplicates), never none, so it is logged, not returned.
+    async fn delete_replaced(&self, old: &str, name: &str) {
+        let started = Instant::now();
+        let retry_for = self.config.upload_retry_for;
+        let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        loop {
+            match self.client.delete_file(old).await {
+                Ok(()) => return,
+                Err(e) if e.kind == ApiErrorKind::NotFound => return,
+                Err(e) if e.is_transient() && started.elapsed() + delay <= retry_for => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        file = %name,
+                        "the new version was uploaded but the old one could not be deleted \
+                         (both stay visible): {e}"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After a failed upload: make sure the data is in the pending area and retried.
+    /// Returns false if it could not be moved there (it then stays in the staging dir,
+    /// which the next mount recovers too).
+    fn keep_pending(&self, staged: &StagedFile, err: &ApiError) -> bool {
+        let (spawn, moved) = {
+            let mut st = staged.lock();
+            if st.discarded {
+                return true;
+            }
+            st.last_error = Some(err.to_string());
+            let moved = match staged.move_to_pending(&mut st) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    false
+                }
+            };
+            if let Err(e) = staged.save_sidecar(&st) {
+                tracing::warn!("{e}");
+            }
+            (!st.registered, moved)
+        };
+        if spawn {
+            if let Some(me) = staged.me.upgrade() {
+                self.register(me, next_delay(&self.config, None, err));
+            }
+        }
+        moved
+    }
+
+    fn commit_error(&self, target: &UploadTarget, size: u64, err: ApiError, kept: bool) -> Error {
+        let name = &target.name;
+        let dir = self.dirs.pending.display();
+        let kept = if kept {
+            format!("kept in {dir}")
+        } else {
+            format!("kept in {}", self.dirs.staging.display())
+        };
+        match err.kind {
+            ApiErrorKind::TooLarge => {
+                let every = next_delay(&self.config, None, &err);
+                tracing::error!(
+                    file = %name,
+                    size,
+                    "upload rejected as too large by the service (HTTP 413, {size} bytes \
+                     over its size limit); {kept}, retried every {every:?}"
+                );
+                Error::api(
+                    format!(
+                        "upload of {name:?} ({size} bytes) over the service's size limit; {kept}"
+                    ),
+                    err,
+                )
+            }
+            ApiErrorKind::NotFound => {
+                let parent = target.parent_folder_id.as_deref().unwrap_or("(root)");
+                tracing::error!(
+                    file = %name,
+                    "upload failed: the folder {parent} no longer exists; {kept}"
+                );
+                Error::api(
+                    format!("upload of {name:?}: folder {parent} not found; {kept}"),
+                    err,
+                )
+                .with_level(Level::WARN)
+            }
+            _ => Error::api(
+                format!(
+                    "upload of {name:?} ({size} bytes) failed; {kept}, retried in the background"
+                ),
+                err,
+            ),
+        }
+    }
+
+    /// Staging leftovers of a crashed run: anything with changes goes to the pending area.
+    fn recover_staging(&self, id: Uuid, meta: &Path) {
+        let sidecar = match Sidecar::read(meta) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot read {}: {e} (left in place)", meta.display());
+                return;
+            }
+        };
+        let data = [Location::Staging, Location::Pending]
+            .into_iter()
+            .map(|l| self.dirs.data_path(l, id))
+            .find(|p| p.exists());
+        let Some(data) = data else {
+            tracing::warn!("{}: sidecar without data, removed", meta.display());
+            let _ = fs::remove_file(meta);
+            return;
+        };
+        if sidecar.synced {
+            let _ = fs::remove_file(&data);
+            let _ = fs::remove_file(meta);
+            return;
+        }
+        let size = fs::metadata(&data).map_or(0, |m| m.len());
+        let to_data = self.dirs.data_path(Location::Pending, id);
+        let to_meta = self.dirs.meta_path(Location::Pending, id);
+        let moved = fs::rename(&data, &to_data).and_then(|()| fs::rename(meta, &to_meta));
+        match moved {
+            Ok(()) => tracing::info!(
+                file = %sidecar.name,
+                size,
+                "a write interrupted by a crash is uploaded with what had been written"
+            ),
+            Err(e) => tracing::error!("moving {} to the pending area: {e}", meta.display()),
+        }
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// The background retry loop of one pending upload. Holds only a weak reference between
+/// attempts, so it never keeps the uploader (and the cache dir lock) alive.
+async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration) {
+    let mut delay = first_delay;
+    let mut previous: Option<Duration> = None;
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(up) = uploader.upgrade() else { return };
+        if up.is_shutting_down() {
+            return;
+        }
+        let Some(staged) = lock(&up.registry).get(&id).cloned() else {
+            return;
+        };
+        let Ok(_slot) = up.background_slots.acquire().await else {
+            return;
+        };
+        // The client retries transient failures itself; this loop supplies the patience.
+        match up.commit_inner(&staged, Duration::ZERO).await {
+            Ok(done) => {
+                if done.uploaded {
+                    tracing::info!(file = %done.target.name, "pending upload landed");
+                    (up.on_landed)(&done.target, &done.file);
+                }
+                if !staged.lock().registered {
+                    return;
+                }
+                // Changed again while uploading: go on.
+                previous = None;
+                delay = min_delay(&up.config);
+            }
+            Err(e) => {
+                tracing::debug!("pending upload still failing: {e}");
+                let d = if matches!(e.errno, libc::EIO | libc::EAGAIN) {
+                    backoff(&up.config, previous)
+                } else {
+                    hard_delay(&up.config)
+                };
+                previous = Some(d);
+                delay = d;
+            }
+        }
+    }
+}
+
+fn min_delay(config: &WriteConfig) -> Duration {
+    (config.upload_retry_for / 12).max(Duration::from_millis(10))
+}
+
+fn backoff(config: &WriteConfig, previous: Option<Duration>) -> Duration {
+    let max = config.upload_retry_for.max(min_delay(config));
+    previous.map_or(min_delay(config), |p| (p * 2).min(max))
+}
+
+fn hard_delay(config: &WriteConfig) -> Duration {
+    config.upload_retry_for * 10
+}
+
+/// Wait before the next background attempt after `err`.
+fn next_delay(config: &WriteConfig, previous: Option<Duration>, err: &ApiError) -> Duration {
+    if err.is_transient() {
+        backoff(config, previous)
+    } else {
+        hard_delay(config)
+    }
+}
+
+fn new_file(target: &UploadTarget) -> NewFile {
+    let c = &target.carry;
+    NewFile {
+        file_name: target.name.clone(),
+        mime_type: mime_for(&target.name),
+        title: Some(target.name.clone()),
+        description: c.description.clone(),
+        alt_text: c.alt_text.clone(),
+        is_private: c.is_private,
+        folder_id: target.parent_folder_id.clone(),
+        is_favorite: c.is_favorite,
+        sort_order: c.sort_order,
+    }
+}
+
+fn info_of(s: &StagedFile) -> PendingInfo {
+    let st = s.lock();
+    PendingInfo {
+        name: st.target.name.clone(),
+        size: st.len,
+        data_path: s.data_path(&st),
+        last_error: st.last_error.clone(),
+    }
+}
+
+/// `<uuid>.json` sidecars in `dir`, oldest first (ids are UUIDv7).
+fn sidecars(dir: &Path) -> Vec<(Uuid, std::path::PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let name = path.file_name()?.to_str()?;
+            let id = Uuid::parse_str(name.strip_suffix(".json")?).ok()?;
+            Some((id, path))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes interrupted sidecar writes and data files without a sidecar anywhere.
+fn remove_orphans(dir: &Path, dirs: &Dirs) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".json.tmp") {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let Some(id) = name
+            .strip_suffix(".data")
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
+            continue;
+        };
+        let has_sidecar = [Location::Staging, Location::Pending]
+            .into_iter()
+            .any(|l| dirs.meta_path(l, id).exists());
+        if has_sidecar {
+            continue;
+        }
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => {
+                let _ = fs::remove_file(&path);
+            }
+            _ => tracing::warn!(
+                "{}: data without a sidecar, left in place (cannot tell where it belongs)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)` on `<cache_dir>/lock`, held as long as the file stays open.
+fn take_lock(root: &Path) -> Result<File> {
+    let path = root.join("lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::new(
+                libc::EBUSY,
+                format!(
+                    "cache dir {} in use by another mediafs (lock {} is held)",
+                    root.display(),
+                    path.display()
+                ),
+            ));
+        }
+        return Err(Error::io(format!("locking {}", path.display()), err));
+    }
+    Ok(file)
+}
