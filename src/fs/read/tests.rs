@@ -1,0 +1,554 @@
+//! Tests of the read path against the in-memory [`MockClient`], wrapped in a [`Recorder`]
+//! that logs every ranged request and can fail or slow down chosen ones deterministically.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use super::urls::{now_unix_ms, parse_expires};
+use super::*;
+use crate::api::mock::MockClient;
+use crate::api::{
+    ApiError, ApiResult, FileUpdate, Folder, FolderUpdate, MediaFile, NewFile, Parent,
+};
+
+const KIB: u64 = 1 << 10;
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn content(len: u64, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len as usize];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Settles spawned prefetches before counting requests.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[derive(Default)]
+struct RecorderState {
+    /// `(offset, len)` of every `read_range`, in call order.
+    ranges: Vec<(u64, u64)>,
+    url_expired: usize,
+    /// Requests starting at these offsets fail (once each) with a server error.
+    fail_at: HashSet<u64>,
+    /// Requests starting at these offsets are delayed this long.
+    slow_at: HashMap<u64, Duration>,
+}
+
+/// A `MediaClient` that delegates to a `MockClient` and records the ranged requests.
+struct Recorder {
+    mock: Arc<MockClient>,
+    state: Mutex<RecorderState>,
+}
+
+impl Recorder {
+    fn new(mock: Arc<MockClient>) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            mock,
+            state: Mutex::default(),
+        })
+    }
+
+    fn ranges(&self) -> Vec<(u64, u64)> {
+        self.state.lock().unwrap().ranges.clone()
+    }
+
+    fn fetched_bytes(&self) -> u64 {
+        self.ranges().iter().map(|r| r.1).sum()
+    }
+
+    /// Block indexes fetched, one entry per block per request.
+    fn fetched_blocks(&self, bs: u64) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .ranges()
+            .iter()
+            .flat_map(|&(off, len)| off / bs..(off + len).div_ceil(bs))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[async_trait]
+impl MediaClient for Recorder {
+    async fn list_folders(&self, parent: &Parent) -> ApiResult<Vec<Folder>> {
+        self.mock.list_folders(parent).await
+    }
+    async fn get_folder(&self, id: &str) -> ApiResult<Folder> {
+        self.mock.get_folder(id).await
+    }
+    async fn create_folder(&self, name: &str, parent_id: Option<&str>) -> ApiResult<Folder> {
+        self.mock.create_folder(name, parent_id).await
+    }
+    async fn update_folder(&self, id: &str, update: &FolderUpdate) -> ApiResult<Folder> {
+        self.mock.update_folder(id, update).await
+    }
+    async fn delete_folder(&self, id: &str) -> ApiResult<()> {
+        self.mock.delete_folder(id).await
+    }
+    async fn list_files(&self, folder: &Parent) -> ApiResult<Vec<MediaFile>> {
+        self.mock.list_files(folder).await
+    }
+    async fn get_file(&self, id: &str) -> ApiResult<MediaFile> {
+        self.mock.get_file(id).await
+    }
+    async fn create_file(&self, meta: &NewFile, content: &Path) -> ApiResult<MediaFile> {
+        self.mock.create_file(meta, content).await
+    }
+    async fn update_file(&self, id: &str, update: &FileUpdate) -> ApiResult<MediaFile> {
+        self.mock.update_file(id, update).await
+    }
+    async fn delete_file(&self, id: &str) -> ApiResult<()> {
+        self.mock.delete_file(id).await
+    }
+    async fn read_range(&self, url: &str, offset: u64, len: u64) -> ApiResult<Bytes> {
+        let (fail, delay) = {
+            let mut st = self.state.lock().unwrap();
+            st.ranges.push((offset, len));
+            (st.fail_at.remove(&offset), st.slow_at.get(&offset).copied())
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        if fail {
+            return Err(ApiError::new(ApiErrorKind::Server, "injected failure").with_status(503));
+        }
+        let r = self.mock.read_range(url, offset, len).await;
+        if matches!(&r, Err(e) if e.kind == ApiErrorKind::UrlExpired) {
+            self.state.lock().unwrap().url_expired += 1;
+        }
+        r
+    }
+}
+
+struct Setup {
+    mock: Arc<MockClient>,
+    rec: Arc<Recorder>,
+    reader: Arc<Reader>,
+}
+
+fn setup(config: ReadConfig) -> Setup {
+    let mock = MockClient::new();
+    let rec = Recorder::new(Arc::clone(&mock));
+    let reader = Reader::new(rec.clone(), config);
+    Setup { mock, rec, reader }
+}
+
+impl Setup {
+    /// Adds a file and opens a handle on it with the URL from the "listing".
+    fn add(&self, name: &str, bytes: &[u8]) -> (MediaFile, ReadHandle) {
+        let f = self.mock.add_file(None, name, bytes);
+        let h = self
+            .reader
+            .open(&f.id, f.size(), f.url().map(str::to_string));
+        (f, h)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_read_matches_source_with_few_multi_block_requests() {
+    let s = setup(ReadConfig::default());
+    let src = content(20 * MIB, 1);
+    let (_, h) = s.add("seq.bin", &src);
+    // The first read fetches only the block it needs plus at most one ahead.
+    let first = s.reader.read(&h, 0, 128 * 1024).await.unwrap();
+    settle().await;
+    assert_eq!(s.rec.fetched_blocks(MIB), vec![0, 1]);
+    assert!(s.rec.ranges().iter().all(|r| r.1 == MIB));
+    let mut got = first.to_vec();
+    got.extend(s.read_all_from(&h, 128 * KIB).await);
+    assert_eq!(sha(&got), sha(&src));
+
+    let ranges = s.rec.ranges();
+    let reads = 20 * MIB / (128 * KIB);
+    assert!(
+        (ranges.len() as u64) * 8 <= reads,
+        "{} requests for {reads} reads: {ranges:?}",
+        ranges.len()
+    );
+    // Prefetch coalesced blocks: some requests cover several blocks.
+    assert!(ranges.iter().any(|r| r.1 > MIB), "{ranges:?}");
+    // Nothing fetched twice, nothing beyond the file.
+    assert_eq!(s.rec.fetched_blocks(MIB), (0..20).collect::<Vec<_>>());
+    assert_eq!(s.rec.fetched_bytes(), 20 * MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_reads_fetch_only_needed_blocks() {
+    let s = setup(ReadConfig::default());
+    let src = content(20 * MIB, 2);
+    let (_, h) = s.add("rand.bin", &src);
+    // Each read is far (> 8 MiB ahead or > 2 MiB behind) from the previous one.
+    let reads: [(u64, u32); 4] = [
+        (13 * MIB + 777, 4096),
+        (2 * MIB + 12345, 10_000),
+        (17 * MIB + 1, 1),
+        (5 * MIB + 999_999, 100_000), // crosses into block 6
+    ];
+    for (off, len) in reads {
+        let b = s.reader.read(&h, off, len).await.unwrap();
+        assert_eq!(&b[..], &src[off as usize..off as usize + len as usize]);
+    }
+    settle().await;
+    // The first read prefetches one block ahead (14); the random ones nothing.
+    assert_eq!(s.rec.fetched_blocks(MIB), vec![2, 5, 6, 13, 14, 17]);
+    // Blocks 5 and 6 came in one request.
+    assert!(s.rec.ranges().contains(&(5 * MIB, 2 * MIB)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_at_and_across_eof() {
+    let s = setup(ReadConfig::default());
+    let size = 3 * MIB + 100;
+    let src = content(size, 3);
+    let (_, h) = s.add("eof.bin", &src);
+    let tail = s.reader.read(&h, size - 50, 4096).await.unwrap();
+    assert_eq!(&tail[..], &src[(size - 50) as usize..]);
+    assert!(s.reader.read(&h, size, 4096).await.unwrap().is_empty());
+    assert!(s.reader.read(&h, size + 10, 1).await.unwrap().is_empty());
+    assert!(s.reader.read(&h, 0, 0).await.unwrap().is_empty());
+    // A read spanning the last full block and the short one.
+    let span = s.reader.read(&h, 3 * MIB - 10, 1000).await.unwrap();
+    assert_eq!(&span[..], &src[(3 * MIB - 10) as usize..]);
+
+    let (_, empty) = s.add("empty.bin", b"");
+    assert!(s.reader.read(&empty, 0, 4096).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_of_one_file_share_fetches() {
+    let s = setup(ReadConfig::default());
+    s.mock.set_latency(Duration::from_millis(30));
+    let src = Arc::new(content(4 * MIB, 4));
+    let f = s.mock.add_file(None, "shared.bin", &src);
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let reader = Arc::clone(&s.reader);
+        let h = reader.open(&f.id, f.size(), f.url().map(str::to_string));
+        let src = Arc::clone(&src);
+        tasks.push(tokio::spawn(async move {
+            // Odd offsets inside blocks 0 and 1, a different one per reader.
+            let off = 1000 * i + 333;
+            let b = reader.read(&h, off, 1_200_000).await.unwrap();
+            assert_eq!(sha(&b), sha(&src[off as usize..off as usize + 1_200_000]));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    settle().await;
+    let blocks = s.rec.fetched_blocks(MIB);
+    let unique: HashSet<u64> = blocks.iter().copied().collect();
+    assert_eq!(
+        blocks.len(),
+        unique.len(),
+        "a block was fetched twice: {blocks:?}"
+    );
+    assert!(unique.contains(&0) && unique.contains(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_readers_of_different_files() {
+    // A cache smaller than the data, so eviction runs under concurrency.
+    let s = setup(ReadConfig::with_cache_bytes(8 * MIB));
+    s.mock.set_latency(Duration::from_millis(2));
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let src = content(3 * MIB + 7 * i + 1, 100 + i);
+        let (_, h) = s.add(&format!("f{i}.bin"), &src);
+        let reader = Arc::clone(&s.reader);
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let b = reader.read(&h, got.len() as u64, 64 * 1024).await.unwrap();
+                if b.is_empty() {
+                    break;
+                }
+                got.extend_from_slice(&b);
+            }
+            assert_eq!(sha(&got), sha(&src), "file {i}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(s.reader.cached_bytes() <= 8 * MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_stays_within_budget() {
+    let budget = 4 * MIB;
+    let s = setup(ReadConfig::with_cache_bytes(budget));
+    let a = content(8 * MIB + 3, 5);
+    let b = content(8 * MIB + 5, 6);
+    let (_, ha) = s.add("a.bin", &a);
+    let (_, hb) = s.add("b.bin", &b);
+    // Interleaved sequential reads of two files 4x the cache in total.
+    let mut off = 0u64;
+    while off < 8 * MIB + 5 {
+        for (h, src) in [(&ha, &a), (&hb, &b)] {
+            let got = s.reader.read(h, off, 256 * 1024).await.unwrap();
+            let end = (off as usize + 256 * 1024).min(src.len());
+            if (off as usize) < src.len() {
+                assert_eq!(&got[..], &src[off as usize..end]);
+            }
+            assert!(
+                s.reader.cached_bytes() <= budget,
+                "{}",
+                s.reader.cached_bytes()
+            );
+        }
+        off += 256 * 1024;
+    }
+    // Random reads as well.
+    for i in 0..40u64 {
+        let off = (i * 2_654_435_761) % (8 * MIB);
+        let got = s.reader.read(&ha, off, 70_000).await.unwrap();
+        let end = (off as usize + 70_000).min(a.len());
+        assert_eq!(&got[..], &a[off as usize..end]);
+        assert!(s.reader.cached_bytes() <= budget);
+    }
+    settle().await;
+    let used = s.reader.cached_bytes();
+    assert!(used > 0 && used <= budget, "{used}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_within_a_block_are_zero_copy_slices_of_the_cache() {
+    let s = setup(ReadConfig::default());
+    let src = content(2 * MIB, 7);
+    let (_, h) = s.add("zc.bin", &src);
+    let a = s.reader.read(&h, 4096, 8192).await.unwrap();
+    let b = s.reader.read(&h, 4096, 8192).await.unwrap();
+    assert_eq!(&a[..], &src[4096..4096 + 8192]);
+    assert_eq!(a.as_ptr(), b.as_ptr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_urls_are_refreshed_during_a_slow_sequential_read() {
+    // Small blocks and cache so that fetches keep happening over the whole read.
+    let config = ReadConfig {
+        cache_bytes: MIB,
+        block_size: 256 * KIB,
+        max_window: 256 * KIB,
+        ..ReadConfig::default()
+    };
+    let s = setup(config);
+    s.mock.set_url_ttl(Duration::from_millis(200));
+    s.mock.set_latency(Duration::from_millis(5));
+    let src = content(4 * MIB + 17, 8);
+    let (_, h) = s.add("slow.bin", &src);
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    loop {
+        let b = s
+            .reader
+            .read(&h, got.len() as u64, 32 * 1024)
+            .await
+            .unwrap();
+        if b.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&b);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() > Duration::from_secs(1));
+    assert_eq!(sha(&got), sha(&src));
+    assert!(
+        s.mock.calls("get_file") >= 2,
+        "{}",
+        s.mock.calls("get_file")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_is_refreshed_before_expires_without_a_rejected_request() {
+    let s = setup(ReadConfig::default());
+    s.mock.set_url_ttl(Duration::from_secs(1));
+    // `Expires` has one-second resolution: issue the URL just after a second starts, so
+    // it has most of a second to live and is not due at once.
+    let into_second = now_unix_ms() % 1000;
+    tokio::time::sleep(Duration::from_millis(1010 - into_second)).await;
+    let src = content(100_000, 9);
+    let (f, h) = s.add("soon.bin", &src);
+    let expires = parse_expires(f.url().unwrap()).unwrap();
+    assert_eq!(&s.reader.read(&h, 0, 10).await.unwrap()[..], &src[..10]);
+    s.reader.invalidate(&f.id);
+    // At `Expires` a refresh is due whatever the margin.
+    let wait = (expires * 1000).saturating_sub(now_unix_ms()) + 5;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    assert_eq!(&s.reader.read(&h, 50, 10).await.unwrap()[..], &src[50..60]);
+    assert_eq!(s.mock.calls("get_file"), 1);
+    assert_eq!(s.rec.state.lock().unwrap().url_expired, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_of_one_file_coalesce() {
+    let s = setup(ReadConfig::default());
+    s.mock.set_latency(Duration::from_millis(20));
+    let src = Arc::new(content(8 * MIB, 10));
+    let (f, _) = s.add("many.bin", &src);
+    s.mock.expire_urls();
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let reader = Arc::clone(&s.reader);
+        let h = reader.open(&f.id, f.size(), f.url().map(str::to_string));
+        let src = Arc::clone(&src);
+        tasks.push(tokio::spawn(async move {
+            let off = i * MIB + 5;
+            let b = reader.read(&h, off, 1000).await.unwrap();
+            assert_eq!(&b[..], &src[off as usize..off as usize + 1000]);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.mock.calls("get_file"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_url_is_fetched_on_first_read_and_offer_url_is_used() {
+    let s = setup(ReadConfig::default());
+    let src = content(10_000, 11);
+    let f = s.mock.add_file(None, "nourl.bin", &src);
+    let h = s.reader.open(&f.id, f.size(), None);
+    assert_eq!(&s.reader.read(&h, 0, 100).await.unwrap()[..], &src[..100]);
+    assert_eq!(s.mock.calls("get_file"), 1);
+
+    // A later listing offers a fresher URL; the old one is dead: reads use the new one.
+    s.mock.set_url_ttl(Duration::from_secs(3600));
+    s.mock.expire_urls();
+    let fresh = s.mock.get_file(&f.id).await.unwrap();
+    s.reader.offer_url(&f.id, fresh.url().unwrap());
+    s.reader.clear();
+    assert_eq!(s.reader.cached_bytes(), 0);
+    assert_eq!(
+        &s.reader.read(&h, 100, 100).await.unwrap()[..],
+        &src[100..200]
+    );
+    assert_eq!(s.rec.state.lock().unwrap().url_expired, 0);
+    assert_eq!(s.mock.calls("get_file"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_fetch_gives_errno_and_is_not_cached() {
+    let s = setup(ReadConfig::default());
+    let src = content(100_000, 12);
+    let (f, h) = s.add("fail.bin", &src);
+    s.mock.fail_next("read_range", ApiErrorKind::Server, 1);
+    let e = s.reader.read(&h, 0, 4096).await.unwrap_err();
+    assert_eq!(e.errno, libc::EIO);
+    assert_eq!(&s.reader.read(&h, 0, 4096).await.unwrap()[..], &src[..4096]);
+
+    s.reader.invalidate(&f.id);
+    assert_eq!(s.reader.cached_bytes(), 0);
+    s.mock.fail_next("read_range", ApiErrorKind::NotFound, 1);
+    let e = s.reader.read(&h, 10, 10).await.unwrap_err();
+    assert_eq!(e.errno, libc::ENOENT);
+    assert_eq!(&s.reader.read(&h, 10, 10).await.unwrap()[..], &src[10..20]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_rejected_after_every_refresh_is_an_error_not_a_hang() {
+    let s = setup(ReadConfig::default());
+    let src = content(1000, 13);
+    let (_, h) = s.add("reject.bin", &src);
+    // Initial attempt plus three refreshed ones.
+    s.mock.fail_next("read_range", ApiErrorKind::UrlExpired, 4);
+    let e = s.reader.read(&h, 0, 10).await.unwrap_err();
+    assert_eq!(e.errno, libc::EACCES);
+    assert_eq!(s.mock.calls("get_file"), 3);
+    assert_eq!(&s.reader.read(&h, 0, 10).await.unwrap()[..], &src[..10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_response_mid_file_is_eio() {
+    let s = setup(ReadConfig::default());
+    let src = content(MIB + 10, 14);
+    let f = s.mock.add_file(None, "short.bin", &src);
+    // The listing claims more bytes than the CDN has.
+    let h = s.reader.open(&f.id, 3 * MIB, f.url().map(str::to_string));
+    let e = s.reader.read(&h, 2 * MIB, 4096).await.unwrap_err();
+    assert_eq!(e.errno, libc::EIO);
+    let e = s.reader.read(&h, MIB, 4096).await.unwrap_err();
+    assert_eq!(e.errno, libc::EIO);
+    assert_eq!(&s.reader.read(&h, 0, 4096).await.unwrap()[..], &src[..4096]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_prefetch_does_not_break_reads() {
+    let s = setup(ReadConfig::default());
+    let src = content(8 * MIB, 15);
+    let (_, h) = s.add("pf.bin", &src);
+    {
+        let mut st = s.rec.state.lock().unwrap();
+        // The prefetch of block 1 fails, and slowly, so the next read joins it in flight.
+        st.fail_at.insert(MIB);
+        st.slow_at.insert(MIB, Duration::from_millis(200));
+        // A later prefetch run starting at block 2 fails too.
+        st.fail_at.insert(2 * MIB);
+    }
+    assert_eq!(
+        &s.reader.read(&h, 0, 128 * 1024).await.unwrap()[..],
+        &src[..128 * 1024]
+    );
+    let got = s.reader.read(&h, MIB, 128 * 1024).await.unwrap();
+    assert_eq!(&got[..], &src[MIB as usize..(MIB + 128 * KIB) as usize]);
+    // Both the failed prefetch and the read's own fetch of block 1 happened.
+    let at_1 = s.rec.ranges().iter().filter(|r| r.0 == MIB).count();
+    assert_eq!(at_1, 2, "{:?}", s.rec.ranges());
+    settle().await;
+    let rest = s.read_all_from(&h, MIB + 128 * KIB).await;
+    assert_eq!(sha(&rest), sha(&src[(MIB + 128 * KIB) as usize..]));
+    assert!(s.rec.state.lock().unwrap().fail_at.is_empty());
+}
+
+impl Setup {
+    async fn read_all_from(&self, h: &ReadHandle, mut off: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = self.reader.read(h, off, 128 * 1024).await.unwrap();
+            if b.is_empty() {
+                return out;
+            }
+            off += b.len() as u64;
+            out.extend_from_slice(&b);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_respects_per_handle_in_flight_limit() {
+    let config = ReadConfig {
+        max_inflight_per_handle: 2,
+        ..ReadConfig::default()
+    };
+    let s = setup(config);
+    s.mock.set_latency(Duration::from_millis(50));
+    let src = content(32 * MIB, 16);
+    let (_, h) = s.add("limit.bin", &src);
+    // Many quick sequential reads inside block 0 grow the window to the cap.
+    for i in 0..8u64 {
+        let off = i * 64 * KIB;
+        let b = s.reader.read(&h, off, 64 * 1024).await.unwrap();
+        assert_eq!(&b[..], &src[off as usize..(off + 64 * KIB) as usize]);
+    }
+    assert!(h.prefetch_inflight.load(Ordering::Relaxed) <= 2);
+    settle().await;
+    assert_eq!(h.prefetch_inflight.load(Ordering::Relaxed), 0);
+    // Without the limit the 64 MiB window would have fetched the whole file. With it:
+    // block 0 on demand, block 1 prefetched alongside, then at most two more in flight
+    // while the remaining (cache-hit) reads ran.
+    assert!(s.rec.fetched_bytes() <= 4 * MIB, "{:?}", s.rec.ranges());
+}
