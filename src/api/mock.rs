@@ -229,7 +229,7 @@ fn op_name(op: &str) -> &'static str {
 /// An error of `kind` with the HTTP status the real client would have seen.
 fn error(kind: ApiErrorKind, message: impl Into<String>) -> ApiError {
     let status = match kind {
-        ApiErrorKind::InvalidInput => Some(400),
+        ApiErrorKind::InvalidInput => Some(422),
         ApiErrorKind::Unauthorized => Some(401),
         ApiErrorKind::Forbidden | ApiErrorKind::UrlExpired => Some(403),
         ApiErrorKind::NotFound => Some(404),
@@ -314,7 +314,7 @@ impl State {
         self.folders.get(id).ok_or_else(|| not_found("folder", id))
     }
 
-    /// Checks that a list filter or a new parent names an existing folder.
+    /// Checks that a new parent (of a folder or file) names an existing folder.
     fn check_parent(&self, parent: Option<&str>) -> ApiResult<()> {
         match parent {
             None => Ok(()),
@@ -373,8 +373,8 @@ impl State {
 impl MediaClient for MockClient {
     async fn list_folders(&self, parent: &Parent) -> ApiResult<Vec<Folder>> {
         self.enter("list_folders").await?;
+        // Like the server: a filter on an unknown folder matches nothing (no 404).
         let st = self.lock();
-        st.check_parent(parent.as_id())?;
         let mut v: Vec<Folder> = st
             .folders
             .values()
@@ -455,7 +455,6 @@ impl MediaClient for MockClient {
     async fn list_files(&self, folder: &Parent) -> ApiResult<Vec<MediaFile>> {
         self.enter("list_files").await?;
         let mut st = self.lock();
-        st.check_parent(folder.as_id())?;
         let mut ids: Vec<(Option<String>, String)> = st
             .files
             .values()
@@ -704,12 +703,13 @@ mod tests {
             m.update_folder("nope", &FolderUpdate::default())
                 .await
                 .unwrap_err(),
-            m.list_folders(&Parent::Folder("nope".into()))
-                .await
-                .unwrap_err(),
         ] {
             assert_eq!(e.kind, ApiErrorKind::NotFound, "{e}");
         }
+        // A filter on an unknown folder matches nothing, as on the server.
+        let unknown = Parent::Folder("nope".into());
+        assert!(m.list_folders(&unknown).await.unwrap().is_empty());
+        assert!(m.list_files(&unknown).await.unwrap().is_empty());
         assert_eq!(
             m.create_folder("", None).await.unwrap_err().kind,
             ApiErrorKind::InvalidInput
