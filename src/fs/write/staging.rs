@@ -90,6 +90,10 @@ pub(super) struct Sidecar {
     pub synced: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// An upload failed in a way that may have stored it anyway (connection lost after
+    /// sending): look for it before uploading again.
+    #[serde(default)]
+    pub maybe_landed: bool,
 }
 
 impl Sidecar {
@@ -157,6 +161,8 @@ pub(super) struct State {
     /// In the uploader's pending registry (a background task retries it).
     pub registered: bool,
     pub last_error: Option<String>,
+    /// See [`Sidecar::maybe_landed`].
+    pub maybe_landed: bool,
 }
 
 /// A file open for writing, staged on local disk. `Send + Sync`; all methods take `&self`.
@@ -211,6 +217,7 @@ impl StagedFile {
             discarded: false,
             registered: false,
             last_error: None,
+            maybe_landed: false,
         };
         // Sidecar first: a data file without one is empty by construction.
         let meta_path = dirs.meta_path(loc, id);
@@ -283,6 +290,7 @@ impl StagedFile {
             discarded: false,
             registered: false,
             last_error: sidecar.last_error,
+            maybe_landed: sidecar.maybe_landed,
         };
         Ok(Arc::new_cyclic(|me| StagedFile {
             id,
@@ -515,6 +523,7 @@ fn sidecar_of(st: &State, created: u64) -> Sidecar {
         created,
         synced: !st.dirty,
         last_error: st.last_error.clone(),
+        maybe_landed: st.maybe_landed,
     }
 }
 

@@ -791,3 +791,107 @@ fn assert_send_sync() {
     is::<StagedFile>();
     is::<Uploader>();
 }
+
+/// Delegates to the mock, but the first `lose` Create File calls store the file and then
+/// fail as if the connection broke before the answer arrived.
+struct LostAnswers {
+    inner: Arc<MockClient>,
+    lose: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl MediaClient for LostAnswers {
+    async fn list_folders(
+        &self,
+        p: &crate::api::Parent,
+    ) -> crate::api::ApiResult<Vec<crate::api::Folder>> {
+        self.inner.list_folders(p).await
+    }
+    async fn get_folder(&self, id: &str) -> crate::api::ApiResult<crate::api::Folder> {
+        self.inner.get_folder(id).await
+    }
+    async fn create_folder(
+        &self,
+        n: &str,
+        p: Option<&str>,
+    ) -> crate::api::ApiResult<crate::api::Folder> {
+        self.inner.create_folder(n, p).await
+    }
+    async fn update_folder(
+        &self,
+        id: &str,
+        u: &crate::api::FolderUpdate,
+    ) -> crate::api::ApiResult<crate::api::Folder> {
+        self.inner.update_folder(id, u).await
+    }
+    async fn delete_folder(&self, id: &str) -> crate::api::ApiResult<()> {
+        self.inner.delete_folder(id).await
+    }
+    async fn list_files(&self, p: &crate::api::Parent) -> crate::api::ApiResult<Vec<MediaFile>> {
+        self.inner.list_files(p).await
+    }
+    async fn get_file(&self, id: &str) -> crate::api::ApiResult<MediaFile> {
+        self.inner.get_file(id).await
+    }
+    async fn create_file(
+        &self,
+        m: &crate::api::NewFile,
+        c: &Path,
+    ) -> crate::api::ApiResult<MediaFile> {
+        let f = self.inner.create_file(m, c).await?;
+        let lose = self.lose.load(Ordering::SeqCst);
+        if lose > 0 {
+            self.lose.store(lose - 1, Ordering::SeqCst);
+            return Err(crate::api::ApiError::new(
+                ApiErrorKind::Transport,
+                "connection reset after the request was sent",
+            ));
+        }
+        Ok(f)
+    }
+    async fn update_file(&self, id: &str, u: &FileUpdate) -> crate::api::ApiResult<MediaFile> {
+        self.inner.update_file(id, u).await
+    }
+    async fn delete_file(&self, id: &str) -> crate::api::ApiResult<()> {
+        self.inner.delete_file(id).await
+    }
+    async fn read_range(&self, url: &str, o: u64, l: u64) -> crate::api::ApiResult<bytes::Bytes> {
+        self.inner.read_range(url, o, l).await
+    }
+}
+
+#[tokio::test]
+async fn lost_answer_is_found_instead_of_uploading_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockClient::new();
+    let folder = mock.add_folder("f", None);
+    // Same name and size, other bytes: must not be mistaken for the lost upload.
+    let decoy = mock.add_file(Some(&folder.id), "clip.mp4", &random_bytes(7, 20_000));
+    let client = Arc::new(LostAnswers {
+        inner: mock.clone(),
+        lose: 1.into(),
+    });
+    let up = Uploader::new(client, config(dir.path()), Box::new(|_, _| {})).unwrap();
+    let data = random_bytes(8, 20_000);
+    let staged = up.stage_new(target("clip.mp4", Some(&folder.id))).unwrap();
+    staged.write_at(0, &data).unwrap();
+    let f = up.commit(&staged).await.unwrap();
+    assert_eq!(mock.calls("create_file"), 1, "uploaded again");
+    assert_ne!(f.id, decoy.id);
+    assert_eq!(sha(&mock.file_bytes(&f.id).unwrap()), sha(&data));
+    assert_eq!(files_named(&mock, "clip.mp4").len(), 2, "decoy and ours");
+    assert!(up.pending().is_empty());
+}
+
+#[tokio::test]
+async fn failure_before_storing_is_retried_despite_a_same_size_decoy() {
+    let e = env();
+    e.mock.add_file(None, "d.txt", b"AAAA");
+    e.mock.fail_next("create_file", ApiErrorKind::Transport, 1);
+    let staged = e.up.stage_new(target("d.txt", None)).unwrap();
+    staged.write_at(0, b"BBBB").unwrap();
+    let f = e.up.commit(&staged).await.unwrap();
+    assert_eq!(e.mock.calls("create_file"), 2);
+    assert_eq!(sha(&e.mock.file_bytes(&f.id).unwrap()), sha(b"BBBB"));
+    assert_eq!(files_named(&e.mock, "d.txt").len(), 2);
+}

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
@@ -19,7 +20,7 @@ use uuid::Uuid;
 
 use super::staging::{mime_for, Dirs, Location, Sidecar, StagedFile};
 use super::{PendingInfo, UploadTarget, WriteConfig};
-use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile, NewFile};
+use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile, NewFile, Parent};
 use crate::fs::error::{Error, Result};
 
 /// Called when a pending upload lands in the background.
@@ -320,7 +321,7 @@ impl Uploader {
         let _busy = Busy(&self.inflight);
         let _serial = staged.commit_lock.lock().await;
 
-        let (target, generation, target_generation, data_path, size, last) = {
+        let (target, generation, target_generation, data_path, size, last, maybe_landed) = {
             let st = staged.lock();
             if st.discarded {
                 return Err(Error::new(
@@ -336,6 +337,7 @@ impl Uploader {
                 staged.data_path(&st),
                 st.len,
                 (!st.dirty).then(|| st.last.clone()),
+                st.maybe_landed,
             )
         };
         match last {
@@ -352,7 +354,10 @@ impl Uploader {
 
         let meta = new_file(&target);
         let started = Instant::now();
-        let result = self.create_with_retry(&meta, &data_path, retry_for).await;
+        let mut ambiguous = maybe_landed;
+        let result = self
+            .create_with_retry(&target, &meta, &data_path, size, retry_for, &mut ambiguous)
+            .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let file = match result {
             Ok(file) => file,
@@ -364,7 +369,7 @@ impl Uploader {
                     outcome = "failed",
                     "upload: {err}"
                 );
-                let kept = self.keep_pending(staged, &err);
+                let kept = self.keep_pending(staged, &err, ambiguous);
                 return Err(self.commit_error(&target, size, err, kept));
             }
         };
@@ -382,6 +387,7 @@ impl Uploader {
             st.last = Some(file.clone());
             st.target.replaces = Some(file.id.clone());
             st.last_error = None;
+            st.maybe_landed = false;
             if st.generation == generation && st.target_generation == target_generation {
                 st.dirty = false;
             }
@@ -436,25 +442,126 @@ impl Uploader {
     }
 
     /// One Create File, repeated on transient failures for at most `retry_for`.
+    ///
+    /// Create File is not idempotent: after a failure that may have stored the file anyway
+    /// (`ambiguous`: transport error or 5xx), the parent folder is searched for it before
+    /// the next attempt, so a lost answer does not turn into a duplicate.
     async fn create_with_retry(
         &self,
+        target: &UploadTarget,
         meta: &NewFile,
         data: &Path,
+        size: u64,
         retry_for: Duration,
+        ambiguous: &mut bool,
     ) -> std::result::Result<MediaFile, ApiError> {
         let started = Instant::now();
         let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
-            match self.client.create_file(meta, data).await {
-                Ok(f) => return Ok(f),
-                Err(e) if e.is_transient() && started.elapsed() + delay <= retry_for => {
-                    tracing::debug!(file = %meta.file_name, "upload failed, retrying: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
+            if *ambiguous {
+                match self.find_landed(target, data, size).await {
+                    Ok(Some(f)) => {
+                        tracing::info!(
+                            file = %meta.file_name,
+                            id = %f.id,
+                            "an upload whose answer was lost had landed; not uploading again"
+                        );
+                        *ambiguous = false;
+                        return Ok(f);
+                    }
+                    Ok(None) => *ambiguous = false,
+                    // Cannot tell (the service is unreachable, most likely): the attempt
+                    // below will say more; a duplicate is better than a loss.
+                    Err(e) => {
+                        tracing::debug!(file = %meta.file_name, "looking for a lost upload: {e}")
+                    }
                 }
-                Err(e) => return Err(e),
+            }
+            let err = match self.client.create_file(meta, data).await {
+                Ok(f) => {
+                    *ambiguous = false;
+                    return Ok(f);
+                }
+                Err(e) => e,
+            };
+            if matches!(err.kind, ApiErrorKind::Transport | ApiErrorKind::Server) {
+                *ambiguous = true;
+            }
+            if !(err.is_transient() && started.elapsed() + delay <= retry_for) {
+                return Err(err);
+            }
+            tracing::debug!(file = %meta.file_name, "upload failed, retrying: {err}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// A file in the target folder with the upload's name, size and bytes (SHA-256), other
+    /// than the one it replaces: an earlier attempt that landed although its answer was lost.
+    async fn find_landed(
+        &self,
+        target: &UploadTarget,
+        data: &Path,
+        size: u64,
+    ) -> std::result::Result<Option<MediaFile>, ApiError> {
+        let parent = Parent::from_id(target.parent_folder_id.as_deref());
+        let mut candidates: Vec<MediaFile> = self
+            .client
+            .list_files(&parent)
+            .await?
+            .into_iter()
+            .filter(|f| {
+                f.title.as_deref() == Some(target.name.as_str())
+                    && f.upload
+                        .as_ref()
+                        .is_some_and(|u| u.file_name == target.name)
+                    && f.size() == size
+                    && target.replaces.as_deref() != Some(f.id.as_str())
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        // Newest first: the lost upload is the latest of its kind.
+        candidates.sort_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
+        let path = data.to_path_buf();
+        let local = tokio::task::spawn_blocking(move || sha256_file(&path))
+            .await
+            .map_err(|e| ApiError::new(ApiErrorKind::Local, format!("hashing task: {e}")))?
+            .map_err(|e| ApiError::new(ApiErrorKind::Local, format!("hashing staged data: {e}")))?;
+        for c in candidates {
+            let fresh = self.client.get_file(&c.id).await?;
+            if self.remote_sha256(&fresh).await? == Some(local) {
+                return Ok(Some(fresh));
             }
         }
+        Ok(None)
+    }
+
+    /// SHA-256 of a remote file's bytes, read in chunks; `None` if it has no URL or its
+    /// bytes end early.
+    async fn remote_sha256(
+        &self,
+        file: &MediaFile,
+    ) -> std::result::Result<Option<[u8; 32]>, ApiError> {
+        const CHUNK: u64 = 4 << 20;
+        let Some(url) = file.url() else {
+            return Ok(None);
+        };
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        while offset < file.size() {
+            let bytes = self
+                .client
+                .read_range(url, offset, CHUNK.min(file.size() - offset))
+                .await?;
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            hasher.update(&bytes);
+            offset += bytes.len() as u64;
+        }
+        Ok(Some(hasher.finalize().into()))
     }
 
     /// Deletes the remote file a commit replaced. A failure leaves two copies (shown as
@@ -486,13 +593,14 @@ impl Uploader {
     /// After a failed upload: make sure the data is in the pending area and retried.
     /// Returns false if it could not be moved there (it then stays in the staging dir,
     /// which the next mount recovers too).
-    fn keep_pending(&self, staged: &StagedFile, err: &ApiError) -> bool {
+    fn keep_pending(&self, staged: &StagedFile, err: &ApiError, maybe_landed: bool) -> bool {
         let (spawn, moved) = {
             let mut st = staged.lock();
             if st.discarded {
                 return true;
             }
             st.last_error = Some(err.to_string());
+            st.maybe_landed = maybe_landed;
             let moved = match staged.move_to_pending(&mut st) {
                 Ok(()) => true,
                 Err(e) => {
@@ -688,6 +796,13 @@ fn new_file(target: &UploadTarget) -> NewFile {
         is_favorite: c.is_favorite,
         sort_order: c.sort_order,
     }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher.finalize().into())
 }
 
 fn info_of(s: &StagedFile) -> PendingInfo {
