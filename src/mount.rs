@@ -2,7 +2,7 @@
 //! background daemon with its readiness handshake, signals, and a clean unmount.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -184,7 +184,8 @@ pub fn run(args: MountArgs) -> i32 {
     }
     // Background: fork before any thread exists; the child reports readiness over a pipe.
     let mut fds = [0; 2];
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+    // CLOEXEC: fusermount3 (auto-unmount) outlives us and must not hold the pipe open.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         eprintln!("mediafs: pipe: {}", std::io::Error::last_os_error());
         return 1;
     }
@@ -206,9 +207,10 @@ pub fn run(args: MountArgs) -> i32 {
         child => {
             unsafe { libc::close(fds[1]) };
             let mut msg = String::new();
-            let _ = unsafe { File::from_raw_fd(fds[0]) }.read_to_string(&mut msg);
+            let _ =
+                std::io::BufReader::new(unsafe { File::from_raw_fd(fds[0]) }).read_line(&mut msg);
             if let Some(ok) = msg.strip_prefix("OK ") {
-                println!("{ok}");
+                println!("{}", ok.trim_end());
                 0
             } else {
                 let mut status = 0;
@@ -228,8 +230,8 @@ fn report(ready: &mut Option<File>, ok: Result<String, String>) {
     match ready.take() {
         Some(mut f) => {
             let line = match &ok {
-                Ok(m) => format!("OK {m}"),
-                Err(m) => format!("ERR {m}"),
+                Ok(m) => format!("OK {m}\n"),
+                Err(m) => format!("ERR {}\n", m.replace('\n', " ")),
             };
             let _ = f.write_all(line.as_bytes());
         }
