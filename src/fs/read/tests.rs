@@ -495,7 +495,7 @@ async fn failed_prefetch_does_not_break_reads() {
         let mut st = s.rec.state.lock().unwrap();
         // The prefetch of block 1 fails, and slowly, so the next read joins it in flight.
         st.fail_at.insert(MIB);
-        st.slow_at.insert(MIB, Duration::from_millis(200));
+        st.slow_at.insert(MIB, Duration::from_millis(400));
         // A later prefetch run starting at block 2 fails too.
         st.fail_at.insert(2 * MIB);
     }
@@ -535,7 +535,8 @@ async fn prefetch_respects_per_handle_in_flight_limit() {
         ..ReadConfig::default()
     };
     let s = setup(config);
-    s.mock.set_latency(Duration::from_millis(50));
+    // Long enough that the quick cache-hit reads below all run while fetches are in flight.
+    s.mock.set_latency(Duration::from_millis(300));
     let src = content(32 * MIB, 16);
     let (_, h) = s.add("limit.bin", &src);
     // Many quick sequential reads inside block 0 grow the window to the cap.
@@ -545,10 +546,74 @@ async fn prefetch_respects_per_handle_in_flight_limit() {
         assert_eq!(&b[..], &src[off as usize..(off + 64 * KIB) as usize]);
     }
     assert!(h.prefetch_inflight.load(Ordering::Relaxed) <= 2);
-    settle().await;
-    assert_eq!(h.prefetch_inflight.load(Ordering::Relaxed), 0);
+    // The in-flight count drains back to zero as the fetches finish.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h.prefetch_inflight.load(Ordering::Relaxed) > 0 {
+        assert!(std::time::Instant::now() < deadline, "prefetch count stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Without the limit the 64 MiB window would have fetched the whole file. With it:
     // block 0 on demand, block 1 prefetched alongside, then at most two more in flight
     // while the remaining (cache-hit) reads ran.
     assert!(s.rec.fetched_bytes() <= 4 * MIB, "{:?}", s.rec.ranges());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_read_leaves_its_fetch_running_for_the_next_reader() {
+    let s = setup(ReadConfig::default());
+    s.mock.set_latency(Duration::from_millis(100));
+    let src = content(50_000, 17);
+    let (_, h) = s.add("cancel.bin", &src);
+    let h = Arc::new(h);
+    let task = {
+        let (reader, h) = (Arc::clone(&s.reader), Arc::clone(&h));
+        tokio::spawn(async move { reader.read(&h, 0, 100).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // As when the kernel interrupts a read: its future is dropped mid-fetch.
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        &s.reader.read(&h, 1000, 100).await.unwrap()[..],
+        &src[1000..1100]
+    );
+    assert_eq!(s.rec.ranges().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_during_a_fetch_keeps_its_result_out_of_the_cache() {
+    let s = setup(ReadConfig::default());
+    s.mock.set_latency(Duration::from_millis(100));
+    let src = content(50_000, 18);
+    let (f, h) = s.add("inval.bin", &src);
+    let h = Arc::new(h);
+    let task = {
+        let (reader, h) = (Arc::clone(&s.reader), Arc::clone(&h));
+        tokio::spawn(async move { reader.read(&h, 0, 100).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.reader.invalidate(&f.id);
+    // The reader already waiting still gets its bytes...
+    assert_eq!(&task.await.unwrap().unwrap()[..], &src[..100]);
+    // ... but nothing of the invalidated fetch was cached.
+    assert_eq!(s.reader.cached_bytes(), 0);
+    assert_eq!(&s.reader.read(&h, 0, 100).await.unwrap()[..], &src[..100]);
+    assert_eq!(s.rec.ranges().len(), 2);
+    assert_eq!(s.reader.cached_bytes(), 50_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_last_handle_forgets_the_file_url_state() {
+    let s = setup(ReadConfig::default());
+    let src = content(1000, 19);
+    let (f, h1) = s.add("close.bin", &src);
+    let h2 = s.reader.open(&f.id, f.size(), None);
+    assert!(Arc::ptr_eq(&h1.file, &h2.file));
+    assert_eq!(&s.reader.read(&h2, 0, 10).await.unwrap()[..], &src[..10]);
+    // h2 had no URL of its own: it shared h1's, no get_file.
+    assert_eq!(s.mock.calls("get_file"), 0);
+    drop(h1);
+    assert_eq!(s.reader.shared.files.lock().unwrap().map.len(), 1);
+    drop(h2);
+    assert!(s.reader.shared.files.lock().unwrap().map.is_empty());
 }
