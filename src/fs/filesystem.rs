@@ -1078,7 +1078,8 @@ impl MediaFs {
         }
     }
 
-    pub fn is_root(ino: Ino) -> bool {
-        ino == ROOT_INO
+    #[cfg(test)]
+    pub(crate) fn ns_for_tests(&self) -> &Arc<Mutex<Namespace>> {
+        &self.ns
     }
 }

@@ -12,4 +12,7 @@ pub mod namespace;
 pub mod read;
 pub mod write;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{Error, Result};

@@ -1,0 +1,339 @@
+//! The filesystem core driven without FUSE, against the in-memory client: call counts,
+//! names, writes, renames and offline behaviour.
+
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::api::mock::MockClient;
+use crate::api::MediaClient;
+use crate::fs::filesystem::{FsConfig, Kind, MediaFs};
+use crate::fs::namespace::{Namespace, ROOT_INO};
+use crate::fs::read::{ReadConfig, Reader};
+use crate::fs::write::{Uploader, WriteConfig};
+
+struct Fixture {
+    mock: Arc<MockClient>,
+    fs: MediaFs,
+    _cache: tempfile::TempDir,
+}
+
+fn fixture(read_only: bool) -> Fixture {
+    let mock = MockClient::new();
+    let client: Arc<dyn MediaClient> = mock.clone();
+    let cache = tempfile::tempdir().unwrap();
+    let ns = Arc::new(Mutex::new(Namespace::new()));
+    let reader = Reader::new(client.clone(), ReadConfig::with_cache_bytes(8 << 20));
+    let uploader = if read_only {
+        None
+    } else {
+        let mut wc = WriteConfig::new(cache.path().join("c"));
+        wc.upload_retry_for = Duration::from_millis(300);
+        Some(Uploader::new(client.clone(), wc, MediaFs::landed_callback(ns.clone())).unwrap())
+    };
+    let config = FsConfig {
+        dir_ttl: Duration::from_secs(60),
+        read_only,
+        ..FsConfig::default()
+    };
+    let fs = MediaFs::new(client, reader, uploader, ns, config);
+    Fixture {
+        mock,
+        fs,
+        _cache: cache,
+    }
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+async fn read_all(fs: &MediaFs, ino: u64) -> Vec<u8> {
+    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let mut out = Vec::new();
+    loop {
+        let chunk = fs.read(fh, out.len() as u64, 128 << 10).await.unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    fs.release(fh).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_answers_lookups_without_further_calls() {
+    let f = fixture(false);
+    for i in 0..50 {
+        f.mock.add_file(None, &format!("f{i}.txt"), b"x");
+    }
+    f.mock.add_folder("dir", None);
+    let a = f.fs.lookup(ROOT_INO, os("f7.txt")).await.unwrap();
+    assert_eq!(a.size, 1);
+    assert_eq!(f.mock.calls("list_files"), 1);
+    assert_eq!(f.mock.calls("list_folders"), 1);
+    f.mock.reset_calls();
+    // Within the TTL: present and absent names, getattr and readdir make no call.
+    assert_eq!(
+        f.fs.lookup(ROOT_INO, os("dir")).await.unwrap().kind,
+        Kind::Dir
+    );
+    let err = f.fs.lookup(ROOT_INO, os("absent")).await.unwrap_err();
+    assert_eq!(err.errno, libc::ENOENT);
+    let fh = f.fs.readdir_snapshot(ROOT_INO).await.unwrap();
+    assert_eq!(f.fs.readdir(fh).unwrap().len(), 53, ". .. and 51 entries");
+    assert_eq!(f.mock.total_calls(), 0);
+    // SIGHUP: the next lookup lists again.
+    f.fs.drop_caches();
+    f.fs.lookup(ROOT_INO, os("f1.txt")).await.unwrap();
+    assert_eq!(f.mock.calls("list_files"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_are_all_visible_and_readable() {
+    let f = fixture(false);
+    let old = f.mock.add_file(None, "same.txt", b"old");
+    let new = f.mock.add_file(None, "same.txt", b"newer");
+    let plain = f.fs.lookup(ROOT_INO, os("same.txt")).await.unwrap();
+    assert_eq!(read_all(&f.fs, plain.ino).await, b"old");
+    let suffixed = format!("same~{}.txt", &new.id[..8]);
+    let other = f.fs.lookup(ROOT_INO, os(&suffixed)).await.unwrap();
+    assert_eq!(read_all(&f.fs, other.ino).await, b"newer");
+    assert_ne!(old.id, new.id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_write_flush_uploads_once_with_the_entry_name() {
+    let f = fixture(false);
+    let (attr, opened) =
+        f.fs.create(ROOT_INO, os("a∕b.txt"), libc::O_WRONLY)
+            .await
+            .unwrap();
+    assert_eq!(attr.size, 0);
+    f.fs.write(opened.fh, 0, b"hello ").unwrap();
+    f.fs.write(opened.fh, 6, b"world").unwrap();
+    f.fs.flush(opened.fh).await.unwrap();
+    f.fs.flush(opened.fh).await.unwrap(); // nothing changed: no second upload
+    f.fs.release(opened.fh).await.unwrap();
+    assert_eq!(f.mock.calls("create_file"), 1);
+    let files = f.mock.files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].title.as_deref(), Some("a/b.txt"));
+    assert_eq!(f.mock.file_bytes(&files[0].id).unwrap(), b"hello world");
+    let a = f.fs.lookup(ROOT_INO, os("a∕b.txt")).await.unwrap();
+    assert_eq!(a.size, 11);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overwrite_carries_metadata_and_replaces_the_old_file() {
+    let f = fixture(false);
+    let old = f.mock.add_file(None, "doc.txt", b"version one");
+    let update = crate::api::FileUpdate {
+        description: Some("keep me".into()),
+        is_favorite: Some(true),
+        ..Default::default()
+    };
+    f.mock.update_file(&old.id, &update).await.unwrap();
+    let ino = f.fs.lookup(ROOT_INO, os("doc.txt")).await.unwrap().ino;
+    let o =
+        f.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 11, b", two").unwrap();
+    f.fs.flush(o.fh).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    let files = f.mock.files();
+    assert_eq!(files.len(), 1, "old file deleted after the new one landed");
+    let new = &files[0];
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.title.as_deref(), Some("doc.txt"));
+    assert_eq!(new.description.as_deref(), Some("keep me"));
+    assert_eq!(new.is_favorite, Some(true));
+    assert_eq!(f.mock.file_bytes(&new.id).unwrap(), b"version one, two");
+    // Same inode, new bytes.
+    assert_eq!(f.fs.lookup(ROOT_INO, os("doc.txt")).await.unwrap().ino, ino);
+    assert_eq!(read_all(&f.fs, ino).await, b"version one, two");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renames_are_one_call_and_replace_targets() {
+    let f = fixture(false);
+    let d = f.mock.add_folder("big", None);
+    for i in 0..20 {
+        f.mock.add_file(Some(&d.id), &format!("{i}"), b"x");
+    }
+    f.mock.add_folder("dest", None);
+    f.mock.add_file(None, "a", b"A");
+    f.mock.add_file(None, "b", b"B");
+    let dest = f.fs.lookup(ROOT_INO, os("dest")).await.unwrap().ino;
+    f.fs.lookup(dest, os("x")).await.unwrap_err();
+    f.mock.reset_calls();
+    f.fs.rename(ROOT_INO, os("big"), dest, os("moved"), 0)
+        .await
+        .unwrap();
+    assert_eq!(f.mock.calls("update_folder"), 1);
+    assert_eq!(f.mock.total_calls(), 1, "one call for a whole directory");
+    // Replace: a -> b leaves one file named b holding A.
+    f.fs.rename(ROOT_INO, os("a"), ROOT_INO, os("b"), 0)
+        .await
+        .unwrap();
+    let b = f.fs.lookup(ROOT_INO, os("b")).await.unwrap();
+    assert_eq!(read_all(&f.fs, b.ino).await, b"A");
+    assert_eq!(
+        f.fs.lookup(ROOT_INO, os("a")).await.unwrap_err().errno,
+        libc::ENOENT
+    );
+    let roots: Vec<_> = f
+        .mock
+        .files()
+        .into_iter()
+        .filter(|x| x.folder_id.is_none())
+        .collect();
+    assert_eq!(roots.len(), 1);
+    // An empty directory target is replaced; a non-empty one is refused.
+    f.mock.add_folder("empty", None);
+    f.fs.drop_caches();
+    f.fs.rename(dest, os("moved"), ROOT_INO, os("empty"), 0)
+        .await
+        .unwrap();
+    let full = f.fs.lookup(ROOT_INO, os("empty")).await.unwrap().ino;
+    assert_eq!(
+        f.fs.readdir(f.fs.readdir_snapshot(full).await.unwrap())
+            .unwrap()
+            .len(),
+        22
+    );
+    f.mock.add_folder("other", None);
+    f.fs.drop_caches();
+    let err =
+        f.fs.rename(ROOT_INO, os("other"), ROOT_INO, os("empty"), 0)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno, libc::ENOTEMPTY);
+    let err = f.fs.rmdir(ROOT_INO, os("empty")).await.unwrap_err();
+    assert_eq!(err.errno, libc::ENOTEMPTY);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_serves_stale_listings_and_keeps_new_files_pending() {
+    let f = fixture(false);
+    f.mock.add_file(None, "kept.txt", b"data");
+    f.fs.lookup(ROOT_INO, os("kept.txt")).await.unwrap();
+    f.fs.drop_caches();
+    f.mock.set_offline(true);
+    // The listing was dropped: with no cached copy, an error (not a hang).
+    assert!(f.fs.lookup(ROOT_INO, os("kept.txt")).await.is_err());
+    f.mock.set_offline(false);
+    f.fs.lookup(ROOT_INO, os("kept.txt")).await.unwrap();
+    // Make the listing stale rather than dropped, then go offline.
+    f.fs.ns_for_tests().lock().unwrap().extend_listing(
+        ROOT_INO,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
+    f.mock.set_offline(true);
+    assert_eq!(
+        f.fs.lookup(ROOT_INO, os("kept.txt")).await.unwrap().size,
+        4,
+        "stale rather than EIO"
+    );
+    let (_, o) =
+        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"written offline").unwrap();
+    let err = f.fs.flush(o.fh).await.unwrap_err();
+    assert_eq!(err.errno, libc::EIO);
+    f.fs.release(o.fh).await.ok();
+    // Still visible while pending; lands when the service is back.
+    assert!(f.fs.lookup(ROOT_INO, os("new.txt")).await.is_ok());
+    f.mock.set_offline(false);
+    let mut landed = false;
+    for _ in 0..200 {
+        if f.mock
+            .files()
+            .iter()
+            .any(|x| x.title.as_deref() == Some("new.txt"))
+        {
+            landed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(landed, "pending upload landed after the service came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_refuses_every_change() {
+    let f = fixture(true);
+    f.mock.add_file(None, "x", b"1");
+    let ino = f.fs.lookup(ROOT_INO, os("x")).await.unwrap().ino;
+    let e = |r: Result<(), crate::fs::Error>| r.unwrap_err().errno;
+    assert_eq!(
+        e(f.fs.mkdir(ROOT_INO, os("d")).await.map(|_| ())),
+        libc::EROFS
+    );
+    assert_eq!(e(f.fs.unlink(ROOT_INO, os("x")).await), libc::EROFS);
+    assert_eq!(
+        e(f.fs.rename(ROOT_INO, os("x"), ROOT_INO, os("y"), 0).await),
+        libc::EROFS
+    );
+    assert_eq!(
+        e(f.fs.create(ROOT_INO, os("n"), 0).await.map(|_| ())),
+        libc::EROFS
+    );
+    assert_eq!(
+        e(f.fs.open(ino, libc::O_WRONLY).await.map(|_| ())),
+        libc::EROFS
+    );
+    assert_eq!(
+        e(f.fs
+            .setxattr(ino, os("user.mediafs.description"), b"d")
+            .await),
+        libc::EROFS
+    );
+    assert_eq!(read_all(&f.fs, ino).await, b"1");
+    assert_eq!(f.mock.calls("create_file") + f.mock.calls("update_file"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xattrs_show_and_update_service_fields() {
+    let f = fixture(false);
+    f.mock.add_file(None, "pic.png", b"png");
+    let ino = f.fs.lookup(ROOT_INO, os("pic.png")).await.unwrap().ino;
+    let list = String::from_utf8(f.fs.listxattr(ino).unwrap()).unwrap();
+    assert!(list.contains("user.mediafs.id\0"), "{list:?}");
+    assert_eq!(
+        f.fs.getxattr(ino, os("user.mediafs.mime_type")).unwrap(),
+        b"image/png"
+    );
+    f.fs.setxattr(ino, os("user.mediafs.description"), b"a red pixel")
+        .await
+        .unwrap();
+    f.fs.setxattr(ino, os("user.mediafs.is_favorite"), b"true")
+        .await
+        .unwrap();
+    assert_eq!(
+        f.fs.getxattr(ino, os("user.mediafs.description")).unwrap(),
+        b"a red pixel"
+    );
+    let remote = &f.mock.files()[0];
+    assert_eq!(remote.description.as_deref(), Some("a red pixel"));
+    assert_eq!(remote.is_favorite, Some(true));
+    let bad =
+        f.fs.setxattr(ino, os("user.mediafs.sort_order"), b"many")
+            .await
+            .unwrap_err();
+    assert_eq!(bad.errno, libc::EINVAL);
+    let ro =
+        f.fs.setxattr(ino, os("user.mediafs.id"), b"x")
+            .await
+            .unwrap_err();
+    assert_eq!(ro.errno, libc::EPERM);
+    assert_eq!(
+        f.mock.calls("update_file"),
+        2,
+        "rejected values send nothing"
+    );
+}
