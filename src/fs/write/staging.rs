@@ -317,7 +317,7 @@ impl StagedFile {
         self.file
             .write_all_at(data, offset)
             .map_err(|e| self.dirs.io_error(what("writing to", &st), e))?;
-        st.len = st.len.max(offset + data.len() as u64);
+        st.len = st.len.max(offset.saturating_add(data.len() as u64));
         st.generation += 1;
         Ok(data.len())
     }
@@ -358,9 +358,11 @@ impl StagedFile {
         self.len() == 0
     }
 
-    /// Holds changes not uploaded yet.
+    /// Holds changes not uploaded yet. False once discarded: nothing is left to upload,
+    /// so closing an unlinked file commits nothing and reports no error.
     pub fn is_dirty(&self) -> bool {
-        self.lock().dirty
+        let st = self.lock();
+        st.dirty && !st.discarded
     }
 
     /// Unlinked while open: nothing will be uploaded.

@@ -647,7 +647,9 @@ async fn discard_uploads_nothing_and_removes_files() {
     let e = env();
     let staged = e.up.stage_new(target("gone.txt", None)).unwrap();
     staged.write_at(0, b"temporary").unwrap();
+    assert!(staged.is_dirty());
     staged.discard();
+    assert!(!staged.is_dirty(), "the core would commit it on close");
     // Still usable like an unlinked open file.
     assert_eq!(staged.read_at(0, 100).unwrap(), b"temporary");
     let err = e.up.commit(&staged).await.unwrap_err();
