@@ -9,9 +9,9 @@
 
 pub mod error;
 pub mod http;
+pub mod mock;
 pub mod retry;
 pub mod types;
-pub mod mock;
 pub mod upload;
 
 use std::path::Path;

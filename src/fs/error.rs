@@ -21,7 +21,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     pub fn new(errno: i32, message: impl Into<String>) -> Self {
         let level = default_level(errno);
-        Error { errno, message: message.into(), source: None, level }
+        Error {
+            errno,
+            message: message.into(),
+            source: None,
+            level,
+        }
     }
 
     pub fn with_source(mut self, source: impl Into<anyhow::Error>) -> Self {
@@ -42,21 +47,36 @@ impl Error {
             ApiErrorKind::Conflict | ApiErrorKind::InvalidInput => Level::INFO,
             _ => Level::WARN,
         };
-        Error { errno, message: format!("{context}: {err}"), source: Some(err.into()), level }
+        Error {
+            errno,
+            message: format!("{context}: {err}"),
+            source: Some(err.into()),
+            level,
+        }
     }
 
     pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
         let errno = err.raw_os_error().unwrap_or(libc::EIO);
-        Error::new(errno, format!("{context}: {err}")).with_source(err).with_level(Level::WARN)
+        Error::new(errno, format!("{context}: {err}"))
+            .with_source(err)
+            .with_level(Level::WARN)
     }
 }
 
 fn default_level(errno: i32) -> Level {
     match errno {
-        libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::ENODATA | libc::ENOTDIR | libc::EISDIR => {
-            Level::DEBUG
-        }
-        libc::EROFS | libc::EINVAL | libc::ENOTSUP | libc::ENAMETOOLONG | libc::EPERM | libc::EXDEV => Level::INFO,
+        libc::ENOENT
+        | libc::EEXIST
+        | libc::ENOTEMPTY
+        | libc::ENODATA
+        | libc::ENOTDIR
+        | libc::EISDIR => Level::DEBUG,
+        libc::EROFS
+        | libc::EINVAL
+        | libc::ENOTSUP
+        | libc::ENAMETOOLONG
+        | libc::EPERM
+        | libc::EXDEV => Level::INFO,
         _ => Level::WARN,
     }
 }
@@ -69,7 +89,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use crate::api::{ApiErrorKind, FileUpdate, FolderUpdate, MediaClient, MediaFile, Parent};
+use crate::api::{ApiErrorKind, FileUpdate, FolderUpdate, MediaClient, Parent};
 use crate::err;
 use crate::fs::error::{Error, Result};
 use crate::fs::names;
-use crate::fs::namespace::{Entry, Ino, Namespace, ROOT_INO};
+use crate::fs::namespace::{Entry, Ino, Namespace};
 use crate::fs::read::{ReadHandle, Reader};
-use crate::fs::write::{Carry, PendingInfo, StagedFile, UploadTarget, Uploader};
+use crate::fs::write::{Carry, OnLanded, PendingInfo, StagedFile, UploadTarget, Uploader};
 
 /// Settings of the filesystem core.
 #[derive(Debug, Clone)]
@@ -139,9 +139,7 @@ impl MediaFs {
     }
 
     /// Callback for the uploader: a pending upload of (`folder`, `name`) landed later.
-    pub fn landed_callback(
-        ns: Arc<Mutex<Namespace>>,
-    ) -> Box<dyn Fn(&UploadTarget, &MediaFile) + Send + Sync> {
+    pub fn landed_callback(ns: Arc<Mutex<Namespace>>) -> OnLanded {
         Box::new(move |target, file| {
             let mut ns = ns.lock().unwrap();
             let Some(dir) = ns.dir_of_folder(target.parent_folder_id.as_deref()) else {
