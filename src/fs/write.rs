@@ -32,7 +32,7 @@
 //! `<cache_dir>/lock` for its lifetime.
 
 mod staging;
-mod uploader;
+pub mod uploader;
 
 #[cfg(test)]
 mod tests;
@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::MediaFile;
 
 pub use staging::StagedFile;
-pub use uploader::Uploader;
+pub use uploader::{OnLanded, Uploader};
 
 /// Settings of the write path.
 #[derive(Debug, Clone)]
