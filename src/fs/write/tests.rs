@@ -897,3 +897,74 @@ async fn failure_before_storing_is_retried_despite_a_same_size_decoy() {
     assert_eq!(sha(&e.mock.file_bytes(&f.id).unwrap()), sha(b"BBBB"));
     assert_eq!(files_named(&e.mock, "d.txt").len(), 2);
 }
+
+#[tokio::test]
+async fn sidecar_says_maybe_landed_while_an_upload_runs() {
+    let e = env();
+    e.mock.set_latency(Duration::from_millis(200));
+    let staged = e.up.stage_new(target("inflight.txt", None)).unwrap();
+    staged.write_at(0, b"abc").unwrap();
+    let sidecar = || -> serde_json::Value {
+        let dir = e.dir.path().join("staging");
+        let name = listing(&dir)
+            .into_iter()
+            .find(|n| n.ends_with(".json"))
+            .unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+    };
+    assert_eq!(sidecar()["maybe_landed"], false);
+    let (up, s) = (e.up.clone(), staged.clone());
+    let commit = tokio::spawn(async move { up.commit(&s).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A crash now must make recovery look for the copy before uploading another.
+    assert_eq!(sidecar()["maybe_landed"], true);
+    let f = commit.await.unwrap().unwrap();
+    let after = sidecar();
+    assert_eq!(after["maybe_landed"], false);
+    assert_eq!(after["synced"], true);
+    assert_eq!(after["replaces"], f.id.as_str());
+}
+
+#[tokio::test]
+async fn crash_during_upload_does_not_duplicate_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockClient::new();
+    let data = random_bytes(9, 4096);
+    {
+        let client = Arc::new(LostAnswers {
+            inner: mock.clone(),
+            lose: 1.into(),
+        });
+        let up = Uploader::new(client, config(dir.path()), Box::new(|_, _| {})).unwrap();
+        let staged = up.stage_new(target("once.bin", None)).unwrap();
+        staged.write_at(0, &data).unwrap();
+        // The file is stored, the answer lost; then the daemon dies before the next attempt
+        // can find it: simulated by forgetting the staged file and dropping the uploader
+        // while the sidecar still says the upload may have landed.
+        let meta = crate::api::NewFile {
+            file_name: "once.bin".into(),
+            mime_type: "application/octet-stream".into(),
+            title: Some("once.bin".into()),
+            ..Default::default()
+        };
+        let path = dir
+            .path()
+            .join("staging")
+            .join(format!("{}.data", staged.id));
+        mock.create_file(&meta, &path).await.unwrap();
+        {
+            let mut st = staged.lock();
+            st.maybe_landed = true;
+            staged.save_sidecar(&st).unwrap();
+        }
+        std::mem::forget(staged);
+        drop(up);
+    }
+    let (up, landed) = uploader(&mock, dir.path());
+    up.recover();
+    wait_for("recovery", || !landed.lock().unwrap().is_empty()).await;
+    assert_eq!(mock.calls("create_file"), 1, "uploaded a second copy");
+    let files = files_named(&mock, "once.bin");
+    assert_eq!(files.len(), 1);
+    assert_eq!(sha(&mock.file_bytes(&files[0].id).unwrap()), sha(&data));
+}

@@ -340,6 +340,15 @@ impl Uploader {
                 st.maybe_landed,
             )
         };
+        if last.is_none() && !maybe_landed {
+            // A crash during the upload must not lead to a second copy after recovery: until
+            // the outcome is known, the sidecar says "look for it first".
+            let mut st = staged.lock();
+            st.maybe_landed = true;
+            if let Err(e) = staged.save_sidecar(&st) {
+                tracing::warn!("{e}");
+            }
+        }
         match last {
             Some(Some(file)) => {
                 return Ok(Committed {
