@@ -696,3 +696,55 @@ async fn streamed_64_mib_upload_reads_back_equal() {
         .unwrap();
     assert_eq!(sha(&got), sha(&bytes));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sample_library_is_seeded_once() {
+    let env = Env::with(|c| c.seed_sample = true).await;
+    let root = env.ok(Method::GET, "/folders?parentId=root", None).await;
+    let names: Vec<&str> = root["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Welcome", "Photos", "Documents"]);
+    let files = env.ok(Method::GET, "/files?pageSize=100", None).await;
+    let files = files["data"].as_array().unwrap();
+    let titles: Vec<&str> = files.iter().map(|f| f["title"].as_str().unwrap()).collect();
+    assert!(titles.contains(&"AC/DC notes.txt"), "{titles:?}");
+    assert_eq!(titles.iter().filter(|t| **t == "todo.txt").count(), 2);
+    let total: u64 = files
+        .iter()
+        .map(|f| f["upload"]["fileSize"].as_u64().unwrap())
+        .sum();
+    assert!(total < 100 * 1024);
+    let png = files
+        .iter()
+        .find(|f| f["title"] == "red-pixel.png")
+        .unwrap();
+    let bytes = env
+        .http
+        .get(png["upload"]["fileUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+
+    // The raw JSON keeps the documented field order.
+    let raw = env
+        .http
+        .get(env.api(&format!("/files/{}", png["id"].as_str().unwrap())))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |k: &str| raw.find(&format!("\"{k}\"")).unwrap();
+    assert!(at("id") < at("uploadId") && at("uploadId") < at("folderId"));
+    assert!(at("updatedAt") < at("upload") && at("fileName") < at("fileUrl"));
+}

@@ -113,7 +113,7 @@ impl Faults {
     pub fn new(config: FaultConfig) -> Self {
         Faults {
             config: Mutex::new(config),
-            rng: Mutex::new(StdRng::seed_from_u64(0x6d65_6469_6166_73)),
+            rng: Mutex::new(StdRng::seed_from_u64(0x006d_6564_6961_6673)),
             stats: Mutex::new(Stats::default()),
         }
     }

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt as _;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt as _;
 
 use super::blobs::TempGuard;
@@ -102,6 +104,28 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 }
 
 // ---------------------------------------------------------------- request parsing helpers
+
+/// The `{id}` path segment, with a JSON 400 when it cannot be decoded (e.g. bad UTF-8).
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Id(id))
+            .map_err(|e| HttpError::bad_request(e.body_text()))
+    }
+}
+
+type BodyBytes = Result<Bytes, BytesRejection>;
+
+/// A small JSON body as a JSON object; rejections answered in JSON too.
+fn json_body(body: BodyBytes) -> HttpResult<Map<String, Value>> {
+    let body = body.map_err(|e| HttpError::new(e.status(), e.body_text()))?;
+    json_object(&body)
+}
 
 type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -199,63 +223,117 @@ fn folder_name(name: Option<String>) -> HttpResult<String> {
 
 // ---------------------------------------------------------------- response shapes
 
-fn folder_json(f: &FolderRow) -> Value {
-    json!({
-        "id": f.id,
-        "name": f.name,
-        "parentId": f.parent_id,
-        "createdAt": f.created_at,
-        "updatedAt": f.updated_at,
-    })
+/// Wire shape of a folder; the field order follows the documentation.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FolderOut<'a> {
+    id: &'a str,
+    name: &'a str,
+    parent_id: Option<&'a str>,
+    created_at: &'a str,
+    updated_at: &'a str,
 }
 
-fn file_json(st: &AppState, f: &FileRow) -> Value {
+/// Wire shape of a file, exactly the documented example plus `upload.mimeType`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileOut<'a> {
+    id: &'a str,
+    upload_id: &'a str,
+    folder_id: Option<&'a str>,
+    title: &'a str,
+    description: Option<&'a str>,
+    alt_text: Option<&'a str>,
+    sort_order: i64,
+    is_favorite: bool,
+    is_private: bool,
+    created_at: &'a str,
+    updated_at: &'a str,
+    upload: UploadOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadOut<'a> {
+    id: &'a str,
+    file_name: &'a str,
+    file_size: u64,
+    file_url: String,
+    mime_type: &'a str,
+}
+
+fn folder_json(f: &FolderRow) -> FolderOut<'_> {
+    FolderOut {
+        id: &f.id,
+        name: &f.name,
+        parent_id: f.parent_id.as_deref(),
+        created_at: &f.created_at,
+        updated_at: &f.updated_at,
+    }
+}
+
+fn file_json<'a>(st: &AppState, f: &'a FileRow) -> FileOut<'a> {
     let url = st.signer.url(
         &st.base_url,
         &f.upload_id,
         &f.file_name,
         cdn::expires_at(st.url_ttl),
     );
-    json!({
-        "id": f.id,
-        "uploadId": f.upload_id,
-        "folderId": f.folder_id,
-        "title": f.title,
-        "description": f.description,
-        "altText": f.alt_text,
-        "sortOrder": f.sort_order,
-        "isFavorite": f.is_favorite,
-        "isPrivate": f.is_private,
-        "createdAt": f.created_at,
-        "updatedAt": f.updated_at,
-        "upload": {
-            "id": f.upload_id,
-            "fileName": f.file_name,
-            "fileSize": f.file_size,
-            "fileUrl": url,
-            "mimeType": f.mime_type,
+    FileOut {
+        id: &f.id,
+        upload_id: &f.upload_id,
+        folder_id: f.folder_id.as_deref(),
+        title: &f.title,
+        description: f.description.as_deref(),
+        alt_text: f.alt_text.as_deref(),
+        sort_order: f.sort_order,
+        is_favorite: f.is_favorite,
+        is_private: f.is_private,
+        created_at: &f.created_at,
+        updated_at: &f.updated_at,
+        upload: UploadOut {
+            id: &f.upload_id,
+            file_name: &f.file_name,
+            file_size: f.file_size,
+            file_url: url,
+            mime_type: &f.mime_type,
         },
+    }
+}
+
+#[derive(Serialize)]
+struct DataOut<T> {
+    data: T,
+}
+
+fn data<T: Serialize>(v: T) -> Response {
+    Json(DataOut { data: v }).into_response()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListOut<T> {
+    total: u64,
+    page: u64,
+    page_size: u64,
+    last_page: u64,
+    data: Vec<T>,
+}
+
+fn list_json<T: Serialize>(page: u64, page_size: u64, total: u64, items: Vec<T>) -> Response {
+    Json(ListOut {
+        total,
+        page,
+        page_size,
+        last_page: total.div_ceil(page_size).max(1),
+        data: items,
     })
-}
-
-fn data(v: Value) -> Json<Value> {
-    Json(json!({ "data": v }))
-}
-
-fn list_json(page: u64, page_size: u64, total: u64, items: Vec<Value>) -> Json<Value> {
-    let last_page = total.div_ceil(page_size).max(1);
-    Json(json!({
-        "total": total,
-        "page": page,
-        "pageSize": page_size,
-        "lastPage": last_page,
-        "data": items,
-    }))
+    .into_response()
 }
 
 // ---------------------------------------------------------------- folders
 
-async fn list_folders(State(st): St, q: QueryParams) -> HttpResult<Json<Value>> {
+async fn list_folders(State(st): St, q: QueryParams) -> HttpResult<Response> {
     let q = query_map(q)?;
     let (page, size) = paging(&q)?;
     let filter = parent_filter(&q, "parentId");
@@ -263,18 +341,18 @@ async fn list_folders(State(st): St, q: QueryParams) -> HttpResult<Json<Value>> 
         .db
         .call(move |c| db::list_folders(c, &filter, page, size))
         .await?;
-    let items = p.items.iter().map(folder_json).collect();
+    let items: Vec<_> = p.items.iter().map(folder_json).collect();
     Ok(list_json(page, size, p.total, items))
 }
 
-async fn get_folder(State(st): St, Path(id): Path<String>) -> HttpResult<Json<Value>> {
+async fn get_folder(State(st): St, Id(id): Id) -> HttpResult<Response> {
     let f = st.db.call(move |c| db::get_folder(c, &id)).await?;
     let f = f.ok_or_else(|| HttpError::not_found("folder not found"))?;
     Ok(data(folder_json(&f)))
 }
 
-async fn create_folder(State(st): St, body: Bytes) -> HttpResult<Json<Value>> {
-    let m = json_object(&body)?;
+async fn create_folder(State(st): St, body: BodyBytes) -> HttpResult<Response> {
+    let m = json_body(body)?;
     let name = folder_name(string_field(&m, "name")?)?;
     let parent = nullable_string(&m, "parentId")?.flatten();
     let f = st
@@ -284,12 +362,8 @@ async fn create_folder(State(st): St, body: Bytes) -> HttpResult<Json<Value>> {
     Ok(data(folder_json(&f)))
 }
 
-async fn update_folder(
-    State(st): St,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> HttpResult<Json<Value>> {
-    let m = json_object(&body)?;
+async fn update_folder(State(st): St, Id(id): Id, body: BodyBytes) -> HttpResult<Response> {
+    let m = json_body(body)?;
     let patch = FolderPatch {
         name: match string_field(&m, "name")? {
             Some(n) => Some(folder_name(Some(n))?),
@@ -304,14 +378,14 @@ async fn update_folder(
     Ok(data(folder_json(&f)))
 }
 
-async fn delete_folder(State(st): St, Path(id): Path<String>) -> HttpResult<Json<Value>> {
+async fn delete_folder(State(st): St, Id(id): Id) -> HttpResult<Response> {
     let f = st.db.call(move |c| db::delete_folder(c, &id)).await?;
     Ok(data(folder_json(&f)))
 }
 
 // ---------------------------------------------------------------- files
 
-async fn list_files(State(st): St, q: QueryParams) -> HttpResult<Json<Value>> {
+async fn list_files(State(st): St, q: QueryParams) -> HttpResult<Response> {
     let q = query_map(q)?;
     let (page, size) = paging(&q)?;
     let filter = parent_filter(&q, "folderId");
@@ -319,22 +393,18 @@ async fn list_files(State(st): St, q: QueryParams) -> HttpResult<Json<Value>> {
         .db
         .call(move |c| db::list_files(c, &filter, page, size))
         .await?;
-    let items = p.items.iter().map(|f| file_json(&st, f)).collect();
+    let items: Vec<_> = p.items.iter().map(|f| file_json(&st, f)).collect();
     Ok(list_json(page, size, p.total, items))
 }
 
-async fn get_file(State(st): St, Path(id): Path<String>) -> HttpResult<Json<Value>> {
+async fn get_file(State(st): St, Id(id): Id) -> HttpResult<Response> {
     let f = st.db.call(move |c| db::get_file(c, &id)).await?;
     let f = f.ok_or_else(|| HttpError::not_found("file not found"))?;
     Ok(data(file_json(&st, &f)))
 }
 
-async fn update_file(
-    State(st): St,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> HttpResult<Json<Value>> {
-    let m = json_object(&body)?;
+async fn update_file(State(st): St, Id(id): Id, body: BodyBytes) -> HttpResult<Response> {
+    let m = json_body(body)?;
     let patch = FilePatch {
         title: string_field(&m, "title")?,
         description: nullable_string(&m, "description")?,
@@ -348,7 +418,7 @@ async fn update_file(
     Ok(data(file_json(&st, &f)))
 }
 
-async fn delete_file(State(st): St, Path(id): Path<String>) -> HttpResult<Json<Value>> {
+async fn delete_file(State(st): St, Id(id): Id) -> HttpResult<Response> {
     let f = st.db.call(move |c| db::delete_file(c, &id)).await?;
     if let Err(e) = st.blobs.remove(&f.upload_id).await {
         // The metadata is gone, so the file is deleted for every caller; a leftover blob
@@ -360,7 +430,7 @@ async fn delete_file(State(st): St, Path(id): Path<String>) -> HttpResult<Json<V
 
 /// Create File. The body is streamed: `data` is decoded into a temp file as it arrives, so
 /// memory use does not grow with the upload.
-async fn create_file(State(st): St, body: Body) -> HttpResult<Json<Value>> {
+async fn create_file(State(st): St, body: Body) -> HttpResult<Response> {
     let temp = st.blobs.temp_path();
     let mut guard = TempGuard::new(temp.clone());
     let mut stream = body.into_data_stream();
