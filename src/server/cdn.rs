@@ -72,11 +72,19 @@ impl Signer {
 
 /// Canonical path of an upload: the name percent-encoded except RFC 3986 unreserved
 /// characters, so no client's URL normalisation changes it.
+///
+/// A name that is a dot segment (`.`, `..`) or empty gets a leading `_`: URL parsers drop
+/// dot segments even percent-encoded (WHATWG treats `%2E` as `.`), which would turn the URL
+/// into another path. The name segment is cosmetic: the blob is found by upload id.
 pub fn cdn_path(upload_id: &str, file_name: &str) -> String {
+    let name = match file_name {
+        "" | "." | ".." => format!("_{file_name}"),
+        _ => file_name.to_string(),
+    };
     format!(
         "/cdn/{}/{}",
         percent_encode(upload_id),
-        percent_encode(file_name)
+        percent_encode(&name)
     )
 }
 
