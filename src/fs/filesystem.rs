@@ -85,9 +85,17 @@ pub struct FsStats {
 }
 
 enum Handle {
-    Read { reader: Arc<ReadHandle> },
-    Write { ino: Ino, staged: Arc<StagedFile> },
-    Dir { entries: Arc<Vec<DirEntry>> },
+    Read {
+        file_id: String,
+        reader: Arc<ReadHandle>,
+    },
+    Write {
+        ino: Ino,
+        staged: Arc<StagedFile>,
+    },
+    Dir {
+        entries: Arc<Vec<DirEntry>>,
+    },
 }
 
 /// What `open` tells the kernel.
@@ -104,6 +112,9 @@ pub struct MediaFs {
     ns: Arc<Mutex<Namespace>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Open read handles per remote file id: a replaced file is deleted only once nobody
+    /// reads it any more.
+    readers: Arc<Mutex<HashMap<String, usize>>>,
     /// One listing at a time per directory: concurrent lookups wait for it instead of listing too.
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     config: FsConfig,
@@ -126,11 +137,17 @@ impl MediaFs {
         ns: Arc<Mutex<Namespace>>,
         config: FsConfig,
     ) -> Self {
+        let readers: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        if let Some(u) = &uploader {
+            let r = readers.clone();
+            u.set_in_use(Box::new(move |id| r.lock().unwrap().contains_key(id)));
+        }
         MediaFs {
             client,
             reader,
             uploader,
             ns,
+            readers,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             listing_locks: Mutex::new(HashMap::new()),
@@ -358,7 +375,40 @@ impl MediaFs {
         self.handles.lock().unwrap().remove(&fh);
     }
 
+    /// The last reader of `id` is gone: if `id` was replaced meanwhile, delete it now.
+    fn reader_closed(&self, id: &str) {
+        let last = {
+            let mut r = self.readers.lock().unwrap();
+            match r.get_mut(id) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    r.remove(id);
+                    true
+                }
+            }
+        };
+        if let Some(u) = self
+            .uploader
+            .as_ref()
+            .filter(|u| last && u.take_deferred_delete(id))
+        {
+            let (u, id) = (u.clone(), id.to_string());
+            tokio::spawn(async move { u.delete_replaced_now(&id).await });
+        }
+    }
+
     fn add_handle(&self, h: Handle) -> u64 {
+        if let Handle::Read { file_id, .. } = &h {
+            *self
+                .readers
+                .lock()
+                .unwrap()
+                .entry(file_id.clone())
+                .or_default() += 1;
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().unwrap().insert(fh, h);
         fh
@@ -426,6 +476,7 @@ impl MediaFs {
             .open(&file.id, file.size(), file.url().map(str::to_string));
         Ok(Opened {
             fh: self.add_handle(Handle::Read {
+                file_id: file.id.clone(),
                 reader: Arc::new(handle),
             }),
             keep_cache,
@@ -616,6 +667,9 @@ impl MediaFs {
 
     pub async fn release(&self, fh: u64) -> Result<()> {
         let handle = self.handles.lock().unwrap().remove(&fh);
+        if let Some(Handle::Read { file_id, .. }) = &handle {
+            self.reader_closed(file_id);
+        }
         let Some(Handle::Write { ino, staged }) = handle else {
             return Ok(());
         };

@@ -337,3 +337,51 @@ async fn xattrs_show_and_update_service_fields() {
         "rejected values send nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readers_of_a_replaced_file_finish_reading_the_old_version() {
+    let f = fixture(false);
+    let old_bytes: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let old = f.mock.add_file(None, "movie.bin", &old_bytes);
+    let ino = f.fs.lookup(ROOT_INO, os("movie.bin")).await.unwrap().ino;
+    let reader = f.fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let first = f.fs.read(reader, 0, 4096).await.unwrap();
+    assert_eq!(&first[..], &old_bytes[..4096]);
+    // Overwrite while the reader is mid-file.
+    let w =
+        f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
+            .await
+            .unwrap()
+            .fh;
+    f.fs.write(w, 0, b"new").unwrap();
+    f.fs.flush(w).await.unwrap();
+    f.fs.release(w).await.unwrap();
+    assert!(
+        f.mock.file_bytes(&old.id).is_some(),
+        "old version kept while read"
+    );
+    // The reader finishes the old bytes (well past what was cached).
+    let mut got = first.to_vec();
+    loop {
+        let chunk =
+            f.fs.read(reader, got.len() as u64, 128 << 10)
+                .await
+                .unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&chunk);
+    }
+    assert!(got == old_bytes, "reader saw the old version whole");
+    f.fs.release(reader).await.unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if f.mock.file_bytes(&old.id).is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "old version deleted once its last reader closed");
+    assert_eq!(read_all(&f.fs, ino).await, b"new");
+}

@@ -48,7 +48,15 @@ pub struct Uploader {
     inflight: AtomicUsize,
     shutting_down: AtomicBool,
     background_slots: Semaphore,
+    /// Tells whether a replaced remote file is still open for reading: its delete then
+    /// waits (see [`Uploader::take_deferred_delete`]) so readers of the old version are not
+    /// broken mid-read.
+    in_use: Mutex<Option<InUse>>,
+    deferred_deletes: Mutex<std::collections::HashSet<String>>,
 }
+
+/// See [`Uploader::set_in_use`].
+pub type InUse = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What one commit did.
 struct Committed {
@@ -119,7 +127,27 @@ impl Uploader {
             inflight: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             background_slots: Semaphore::new(BACKGROUND_UPLOADS),
+            in_use: Mutex::new(None),
+            deferred_deletes: Mutex::new(Default::default()),
         }))
+    }
+
+    /// Installs the check "is this remote file open for reading?". A replaced file that is
+    /// still being read is not deleted at commit; its id is kept until
+    /// [`Uploader::take_deferred_delete`] hands it back when the last reader closes.
+    pub fn set_in_use(&self, in_use: InUse) {
+        *lock(&self.in_use) = Some(in_use);
+    }
+
+    /// True (once) if `id` was replaced while open and its delete waits for the caller,
+    /// which must now delete it (see [`Uploader::delete_replaced_now`]).
+    pub fn take_deferred_delete(&self, id: &str) -> bool {
+        lock(&self.deferred_deletes).remove(id)
+    }
+
+    /// Deletes a replaced remote file whose delete was deferred.
+    pub async fn delete_replaced_now(&self, old: &str) {
+        self.delete_replaced_inner(old, old).await;
     }
 
     /// Stages a new, empty file. It is uploaded on commit even if nothing is written to it.
@@ -576,6 +604,16 @@ impl Uploader {
     /// Deletes the remote file a commit replaced. A failure leaves two copies (shown as
     /// duplicates), never none, so it is logged, not returned.
     async fn delete_replaced(&self, old: &str, name: &str) {
+        let busy = lock(&self.in_use).as_ref().is_some_and(|f| f(old));
+        if busy {
+            tracing::debug!(file = %name, "old version still open for reading: delete deferred");
+            lock(&self.deferred_deletes).insert(old.to_string());
+            return;
+        }
+        self.delete_replaced_inner(old, name).await;
+    }
+
+    async fn delete_replaced_inner(&self, old: &str, name: &str) {
         let started = Instant::now();
         let retry_for = self.config.upload_retry_for;
         let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
