@@ -27,16 +27,18 @@ use tokio::task::JoinHandle;
 
 pub use faults::{FaultConfig, Stats};
 
-/// Flags of `mediafs serve`.
+/// Serve a local Media Manager library over HTTP: the ten API operations under
+/// /api/v1/media-manager (bearer token), signed file URLs under /cdn with Range support,
+/// and test hooks (request counters, fault injection) under /_emulator.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on. Keep it on loopback: the server has no TLS.
-    #[arg(long, default_value = "127.0.0.1:8787")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
 
     /// Library directory: `library.db` (metadata) and `blobs/` (file contents).
     /// Default: the user's data directory, e.g. ~/.local/share/mediafs/library.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Accepted bearer token (repeatable). Prefer --token-file or the environment
@@ -44,6 +46,7 @@ pub struct ServeArgs {
     /// With no token from any source, a random one is generated and printed once.
     #[arg(
         long = "token",
+        value_name = "TOKEN",
         env = "MEDIAFS_SERVER_TOKENS",
         value_delimiter = ',',
         hide_env_values = true
@@ -51,15 +54,15 @@ pub struct ServeArgs {
     pub tokens: Vec<String>,
 
     /// File holding accepted bearer tokens, one per line (blank lines and `#` comments ignored).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
     /// Lifetime of the signed file URLs, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub url_ttl: u64,
 
     /// Largest accepted upload (decoded size): bytes, or with a K/M/G/T suffix (powers of 1024).
-    #[arg(long, default_value = "5G")]
+    #[arg(long, value_name = "SIZE", default_value = "5G")]
     pub max_upload_size: String,
 
     /// Serve whole files (200) even when a Range header asks for part of one, like a CDN
@@ -318,7 +321,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let (tx, rx) = oneshot::channel::<()>();
     let join = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
+            // A dropped handle (sender gone without a send) is not a shutdown request.
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
         });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "server stopped with an error");
