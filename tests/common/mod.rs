@@ -39,14 +39,25 @@ pub struct Server {
 
 impl Server {
     pub fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::for_tests(data_dir.path().to_path_buf(), TOKEN);
         tweak(&mut config);
-        let handle = rt.block_on(server::start(config.clone())).expect("server starts");
+        let handle = rt
+            .block_on(server::start(config.clone()))
+            .expect("server starts");
         // Restarts reuse the same port.
         config.listen = handle.addr();
-        Server { rt, handle: Some(handle), config, data_dir }
+        Server {
+            rt,
+            handle: Some(handle),
+            config,
+            data_dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -61,7 +72,10 @@ impl Server {
 
     pub fn restart(&mut self) {
         self.stop();
-        let h = self.rt.block_on(server::start(self.config.clone())).expect("server restarts");
+        let h = self
+            .rt
+            .block_on(server::start(self.config.clone()))
+            .expect("server restarts");
         self.handle = Some(h);
     }
 
@@ -86,12 +100,39 @@ impl Server {
             ..Default::default()
         };
         let c = self.client();
-        self.block(async move { c.create_file(&meta, tmp.path()).await }).expect("create file")
+        self.block(async move { c.create_file(&meta, tmp.path()).await })
+            .expect("create file")
+    }
+
+    /// Creates a file with full metadata (`meta.folder_id`, title, description, …).
+    pub fn put_file_meta(&self, meta: NewFile, bytes: &[u8]) -> MediaFile {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), bytes).unwrap();
+        let c = self.client();
+        self.block(async move { c.create_file(&meta, tmp.path()).await })
+            .expect("create file")
+    }
+
+    /// Creates a file from a local file (streamed: large files never sit in memory).
+    pub fn put_file_path(&self, folder: Option<&str>, title: &str, path: &Path) -> MediaFile {
+        let meta = NewFile {
+            file_name: title.into(),
+            title: Some(title.into()),
+            mime_type: "application/octet-stream".into(),
+            folder_id: folder.map(Into::into),
+            ..Default::default()
+        };
+        let c = self.client();
+        let path = path.to_path_buf();
+        self.block(async move { c.create_file(&meta, &path).await })
+            .expect("create file")
     }
 
     pub fn put_folder(&self, parent: Option<&str>, name: &str) -> String {
         let c = self.client();
-        self.block(async move { c.create_folder(name, parent).await }).expect("create folder").id
+        self.block(async move { c.create_folder(name, parent).await })
+            .expect("create folder")
+            .id
     }
 
     /// Bytes of a remote file, read through the API + CDN (not through the mount).
@@ -144,7 +185,14 @@ impl Server {
 
     pub fn set_faults(&self, json: serde_json::Value) {
         let url = format!("{}/_emulator/faults", self.url());
-        let r = self.block(async move { reqwest::Client::new().put(url).json(&json).send().await.unwrap() });
+        let r = self.block(async move {
+            reqwest::Client::new()
+                .put(url)
+                .json(&json)
+                .send()
+                .await
+                .unwrap()
+        });
         assert!(r.status().is_success(), "setting faults: {}", r.status());
     }
 
@@ -181,7 +229,12 @@ impl Mount {
         Self::with_cache_dir(server, extra, work, cache_dir)
     }
 
-    pub fn with_cache_dir(server: &Server, extra: &[&str], work: tempfile::TempDir, cache_dir: PathBuf) -> Mount {
+    pub fn with_cache_dir(
+        server: &Server,
+        extra: &[&str],
+        work: tempfile::TempDir,
+        cache_dir: PathBuf,
+    ) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let token_file = work.path().join("token");
         std::fs::write(&token_file, TOKEN).unwrap();
@@ -198,7 +251,14 @@ impl Mount {
             "--foreground".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut m = Mount { dir, cache_dir, child: None, log, _work: work, args };
+        let mut m = Mount {
+            dir,
+            cache_dir,
+            child: None,
+            log,
+            _work: work,
+            args,
+        };
         m.spawn();
         m
     }
@@ -222,6 +282,11 @@ impl Mount {
         self.dir.path()
     }
 
+    /// The daemon's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     pub fn p(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -229,16 +294,25 @@ impl Mount {
     pub fn is_mounted(&self) -> bool {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
         let want = self.dir.path().display().to_string();
-        mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
     }
 
     fn wait_mounted(&mut self) {
         let start = Instant::now();
         while !self.is_mounted() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("mediafs exited with {status} before mounting; log:\n{}", self.log_text());
+                panic!(
+                    "mediafs exited with {status} before mounting; log:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "mount did not appear; log:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mount did not appear; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -273,18 +347,33 @@ impl Mount {
         if self.child.is_none() {
             return self.log_text();
         }
-        let out = Command::new(bin()).arg("unmount").arg(self.path()).output().unwrap();
-        assert!(out.status.success(), "unmount failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin())
+            .arg("unmount")
+            .arg(self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "unmount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut c = self.child.take().unwrap();
         let start = Instant::now();
         loop {
             if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "daemon exit status {status}; log:\n{}", self.log_text());
+                assert!(
+                    status.success(),
+                    "daemon exit status {status}; log:\n{}",
+                    self.log_text()
+                );
                 break;
             }
             if start.elapsed() > Duration::from_secs(60) {
                 let _ = c.kill();
-                panic!("daemon did not exit after unmount; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit after unmount; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -295,16 +384,23 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new(bin()).arg("unmount").arg(self.dir.path()).output();
+            let _ = Command::new(bin())
+                .arg("unmount")
+                .arg(self.dir.path())
+                .output();
             let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(20) {
+            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(20)
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             let _ = c.kill();
             let _ = c.wait();
         }
         if self.is_mounted() {
-            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
@@ -338,7 +434,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 pub fn sha256_file(path: &Path) -> String {
     let mut h = Sha256::new();
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     std::io::copy(&mut f, &mut h).unwrap();
     hex::encode(h.finalize())
 }
