@@ -673,8 +673,13 @@ impl MediaFs {
         let Some(Handle::Write { ino, staged }) = handle else {
             return Ok(());
         };
-        // Normally flush already uploaded; this catches writes after the last flush.
-        let result = self.commit(ino, &staged).await;
+        // Normally flush already uploaded; this catches writes after the last flush. A
+        // failed upload is already in the pending area, retried in the background.
+        let result = if staged.is_pending() {
+            Ok(())
+        } else {
+            self.commit(ino, &staged).await
+        };
         let still_open = self
             .handles
             .lock()

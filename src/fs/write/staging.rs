@@ -365,6 +365,11 @@ impl StagedFile {
         st.dirty && !st.discarded
     }
 
+    /// In the pending area: a failed upload that the background task retries.
+    pub fn is_pending(&self) -> bool {
+        self.lock().registered
+    }
+
     /// Unlinked while open: nothing will be uploaded.
     pub fn is_discarded(&self) -> bool {
         self.lock().discarded
