@@ -325,7 +325,26 @@ impl Namespace {
     /// Removes an entry from its directory (deleted). The inode itself stays while the
     /// kernel may still refer to it (open handles keep working on the remote id).
     pub fn remove(&mut self, ino: Ino) {
+        let Some((parent, name)) = self
+            .inodes
+            .get(&ino)
+            .map(|i| (i.parent, i.entry.remote_name()))
+        else {
+            return;
+        };
         self.detach(ino);
+        // A namesake shown as `name~<id>` (e.g. the file renamed onto this one) takes the
+        // plain name back.
+        let namesake = self.dirs.get(&parent).is_some_and(|d| {
+            d.members.iter().any(|m| {
+                self.inodes
+                    .get(m)
+                    .is_some_and(|i| i.entry.remote_name() == name)
+            })
+        });
+        if namesake {
+            self.rename_all(parent);
+        }
     }
 
     fn detach(&mut self, ino: Ino) {
