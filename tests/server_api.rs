@@ -748,3 +748,44 @@ async fn sample_library_is_seeded_once() {
     assert!(at("id") < at("uploadId") && at("uploadId") < at("folderId"));
     assert!(at("updatedAt") < at("upload") && at("fileName") < at("fileUrl"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aborted_upload_leaves_no_temp_file() {
+    use tokio::io::AsyncWriteExt as _;
+    let env = Env::new().await;
+    let mut sock = tokio::net::TcpStream::connect(env.srv.addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/media-manager/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(br#"{"fileName":"cut.bin","data":""#)
+        .await
+        .unwrap();
+    sock.write_all(STANDARD.encode(vec![5u8; 300_000]).as_bytes())
+        .await
+        .unwrap();
+    sock.flush().await.unwrap();
+    let blobs = env._dir.path().join("blobs");
+    // The temp file exists while the upload is in progress...
+    let mut seen = false;
+    for _ in 0..100 {
+        if std::fs::read_dir(&blobs).unwrap().count() == 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "no temp file during the upload");
+    // ...and is gone once the client disappears.
+    drop(sock);
+    for _ in 0..100 {
+        if std::fs::read_dir(&blobs).unwrap().count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("temp file of an aborted upload left behind");
+}
