@@ -527,9 +527,11 @@ fn new_file_row(m: Map<String, Value>, size: u64) -> HttpResult<FileRow> {
             .to_string(),
     };
     let now = db::now_ts();
-    let upload_id = uuid::Uuid::now_v7().to_string();
+    // File and upload ids look like the documented example (random, v4); folder ids are
+    // v7. Random ids also keep the `~<first 8 of id>` duplicate suffixes distinct.
+    let upload_id = uuid::Uuid::new_v4().to_string();
     Ok(FileRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: uuid::Uuid::new_v4().to_string(),
         upload_id,
         folder_id: nullable_string(&m, "folderId")?.flatten(),
         title: nullable_string(&m, "title")?

@@ -98,13 +98,13 @@ pub async fn seed(db: &Db, blobs: &BlobStore) -> anyhow::Result<()> {
         },
     ];
     for f in files {
-        let upload_id = uuid::Uuid::now_v7().to_string();
+        let upload_id = uuid::Uuid::new_v4().to_string();
         let temp = blobs.temp_path();
         tokio::fs::write(&temp, &f.bytes).await?;
         blobs.commit(&temp, &upload_id).await?;
         let now = db::now_ts();
         let row = FileRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: uuid::Uuid::new_v4().to_string(),
             upload_id,
             folder_id: f.folder.map(|i| ids[i].clone()),
             title: f.title.to_string(),
