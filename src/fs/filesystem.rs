@@ -93,6 +93,11 @@ enum Handle {
         ino: Ino,
         staged: Arc<StagedFile>,
     },
+    /// Opened read-only while the file has a staged copy: reads that copy and never
+    /// uploads (its close must not report, nor retry, the writer's upload).
+    StagedRead {
+        staged: Arc<StagedFile>,
+    },
     Dir {
         entries: Arc<Vec<DirEntry>>,
     },
@@ -439,7 +444,7 @@ impl MediaFs {
         };
         if let Some(staged) = staged {
             return Ok(Opened {
-                fh: self.add_handle(Handle::Write { ino, staged }),
+                fh: self.add_handle(Handle::StagedRead { staged }),
                 keep_cache: false,
             });
         }
@@ -570,7 +575,9 @@ impl MediaFs {
         }
         let src = match self.handles.lock().unwrap().get(&fh) {
             Some(Handle::Read { reader, .. }) => Src::Remote(reader.clone()),
-            Some(Handle::Write { staged, .. }) => Src::Staged(staged.clone()),
+            Some(Handle::Write { staged, .. } | Handle::StagedRead { staged }) => {
+                Src::Staged(staged.clone())
+            }
             _ => return Err(err!(libc::EBADF, "bad file handle {fh}")),
         };
         match src {
