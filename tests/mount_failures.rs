@@ -50,6 +50,8 @@ fn server_down_during_upload_cp_fails_then_the_file_lands_after_restart() {
     // The data waits in the pending area, byte for byte, and the mount still shows it.
     assert_eq!(pending_data(&m.cache_dir), vec![sha.clone()]);
     assert_eq!(sha256_file(&m.p("new.bin")), sha);
+    // Reading it (cat checks close) does not report, or retry, the pending upload.
+    sh(m.path(), "cat new.bin > /dev/null");
 
     srv.restart();
     assert!(
@@ -273,4 +275,70 @@ fn unmount_with_uploads_pending_says_so_and_where_and_the_next_mount_lands_them(
         "log:\n{}",
         m.log_text()
     );
+}
+
+#[test]
+fn overwrite_while_the_server_is_down_lands_as_a_replacement() {
+    if !fuse_available() {
+        return;
+    }
+    let mut srv = Server::start(|_| {});
+    let old = srv.put_file(None, "doc.txt", b"version 1\n");
+    remote_update(
+        &srv,
+        &old.id,
+        mediafs::api::FileUpdate {
+            description: Some("carried".into()),
+            ..Default::default()
+        },
+    );
+    let m = Mount::new(&srv, &FAST_RETRY);
+    assert_eq!(sh(m.path(), "cat doc.txt"), "version 1\n");
+    srv.stop();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("v2"), b"version 2\n").unwrap();
+    let out = sh_out(m.path(), &format!("cp {}/v2 doc.txt", src.path().display()));
+    assert!(!out.status.success(), "cp reports the failed upload");
+    // The mount shows the new bytes meanwhile.
+    assert_eq!(sh(m.path(), "cat doc.txt"), "version 2\n");
+    srv.restart();
+    assert!(
+        wait_landed(&srv, None, "doc.txt", &sha256(b"version 2\n"), 60),
+        "log:\n{}",
+        m.log_text()
+    );
+    let f = remote_file(&srv, None, "doc.txt");
+    assert_eq!(f.description.as_deref(), Some("carried"));
+    assert!(
+        wait_until(Duration::from_secs(10), || remote_get(&srv, &old.id)
+            .is_none()),
+        "the replaced file is deleted once the new one landed"
+    );
+}
+
+#[test]
+fn upload_whose_answer_is_lost_is_not_stored_twice() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &FAST_RETRY);
+    sh(m.path(), "ls");
+    let src = tempfile::tempdir().unwrap();
+    let sha = write_random_file(&src.path().join("once.bin"), 200_000, 41);
+    // The service stores the file, then the connection breaks before the answer arrives.
+    srv.set_faults(json!({
+        "dropRate": 1.0,
+        "route": "POST /api/v1/media-manager/files",
+        "count": 1
+    }));
+    sh(
+        m.path(),
+        &format!("cp {}/once.bin once.bin", src.path().display()),
+    );
+    let files = srv.remote_files(None);
+    assert_eq!(files.len(), 1, "one copy, not two: {files:#?}");
+    assert_eq!(remote_sha256(&srv, &files[0].id), sha);
+    assert_eq!(sh(m.path(), "ls").trim(), "once.bin");
+    assert_eq!(sha256_file(&m.p("once.bin")), sha);
 }

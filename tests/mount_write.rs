@@ -555,3 +555,68 @@ fn names_with_a_division_slash_arrive_with_a_slash() {
     );
     assert_eq!(remote_file(&srv, Some(&folder.id), "high/voltage").id, f.id);
 }
+
+#[test]
+fn open_files_follow_renames_unlinks_and_fsync() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    sh(m.path(), "mkdir sub");
+
+    // Renamed (into another folder) while open for writing: lands once, under the new name.
+    sh(
+        m.path(),
+        r#"python3 - <<'PY'
+import os
+f = open('w1.txt', 'w'); f.write('one'); f.flush()
+os.rename('w1.txt', 'sub/w2.txt')
+f.write('two'); f.close()
+PY"#,
+    );
+    let sub = remote_folder(&srv, None, "sub");
+    assert_eq!(
+        srv.remote_bytes(&remote_file(&srv, Some(&sub.id), "w2.txt").id),
+        b"onetwo"
+    );
+    assert!(srv.remote_files(None).is_empty(), "nothing left as w1.txt");
+    assert_eq!(sh(m.path(), "cat sub/w2.txt"), "onetwo");
+
+    // Unlinked while open: never lands.
+    sh(
+        m.path(),
+        r#"python3 - <<'PY'
+import os
+f = open('gone.txt', 'w'); f.write('x' * 10000); f.flush()
+os.unlink('gone.txt')
+f.write('y'); f.close()
+PY"#,
+    );
+    assert!(srv.remote_files(None).is_empty());
+    assert!(!m.p("gone.txt").exists());
+
+    // fsync uploads while the file stays open; a reader sees the bytes written so far; the
+    // close uploads the rest as a replacement (one file in the end).
+    let out = sh(
+        m.path(),
+        r#"python3 - <<'PY'
+import os
+f = open('sync.txt', 'w'); f.write('abc'); f.flush(); os.fsync(f.fileno())
+# Uploaded: the file has a remote id now.
+print(os.getxattr('sync.txt', 'user.mediafs.id').decode())
+print(open('sync.txt').read())
+f.write('def'); f.close()
+PY"#,
+    );
+    let (first_id, read) = out.trim().split_once('\n').unwrap();
+    assert_eq!(read, "abc");
+    assert!(
+        remote_get(&srv, first_id).is_none(),
+        "the fsynced copy was replaced"
+    );
+    let f = remote_file(&srv, None, "sync.txt");
+    assert_ne!(f.id, first_id);
+    assert_eq!(srv.remote_bytes(&f.id), b"abcdef");
+    assert_eq!(srv.remote_files(None).len(), 1);
+}
