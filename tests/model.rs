@@ -11,7 +11,7 @@ mod common;
 mod write_support;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::FileExt as _;
@@ -92,6 +92,15 @@ enum Op<T> {
     Unlink(T),
     Mkdir(T),
     Rmdir(T),
+    /// Opens an existing file read-write and keeps it open across the next operations
+    /// (closing the one held before): writes through it follow renames, survive unlinks
+    /// and share the file with other opens, as on a local disk.
+    Hold(T),
+    HeldWrite(u64, Data),
+    HeldRead(u64, usize),
+    HeldTruncate(u64),
+    /// Closes the held file.
+    Release,
 }
 
 impl Op<Sel> {
@@ -113,6 +122,11 @@ impl Op<Sel> {
                 Want::Dir,
             )),
             Op::Rmdir(s) => Op::Rmdir(r(s, Want::Dir)),
+            Op::Hold(s) => Op::Hold(r(s, Want::File)),
+            Op::HeldWrite(o, b) => Op::HeldWrite(*o, b.clone()),
+            Op::HeldRead(o, n) => Op::HeldRead(*o, *n),
+            Op::HeldTruncate(n) => Op::HeldTruncate(*n),
+            Op::Release => Op::Release,
         }
     }
 }
@@ -150,22 +164,38 @@ fn op() -> impl Strategy<Value = Op<Sel>> {
         2 => sel().prop_map(Op::Unlink),
         3 => sel().prop_map(Op::Mkdir),
         2 => sel().prop_map(Op::Rmdir),
+        2 => sel().prop_map(Op::Hold),
+        2 => (0u64..6000, bytes()).prop_map(|(o, b)| Op::HeldWrite(o, b)),
+        1 => (0u64..6000, 1usize..9000).prop_map(|(o, n)| Op::HeldRead(o, n)),
+        1 => (0u64..6000).prop_map(Op::HeldTruncate),
+        1 => Just(Op::Release),
     ]
 }
 
-/// Applies `op` below `root`; the error is the errno.
-fn apply(root: &Path, op: &Op<String>) -> Result<(), i32> {
+/// What an operation returns: the bytes it read (none for most), or the errno.
+type Outcome = Result<Vec<u8>, i32>;
+
+/// Applies `op` below `root`, with `held` the file kept open between operations.
+fn apply(root: &Path, held: &mut Option<File>, op: &Op<String>) -> Outcome {
+    apply_inner(root, held, op).map(|r| r.unwrap_or_default())
+}
+
+fn apply_inner(
+    root: &Path,
+    held: &mut Option<File>,
+    op: &Op<String>,
+) -> Result<Option<Vec<u8>>, i32> {
     let under = |p: &String| root.join(p);
     let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(-1);
     match op {
-        Op::Create(p, b) => std::fs::write(under(p), &b.0).map_err(errno),
+        Op::Create(p, b) => std::fs::write(under(p), &b.0).map_err(errno)?,
         Op::Write(p, off, b) => {
             let f = OpenOptions::new()
                 .write(true)
                 .open(under(p))
                 .map_err(errno)?;
             f.write_all_at(&b.0, *off).map_err(errno)?;
-            close(f)
+            close(f)?
         }
         Op::Append(p, b) => {
             let mut f = OpenOptions::new()
@@ -173,25 +203,60 @@ fn apply(root: &Path, op: &Op<String>) -> Result<(), i32> {
                 .open(under(p))
                 .map_err(errno)?;
             f.write_all(&b.0).map_err(errno)?;
-            close(f)
+            close(f)?
         }
         Op::Truncate(p, len) => {
             let c = std::ffi::CString::new(under(p).as_os_str().as_bytes()).unwrap();
-            if unsafe { libc::truncate(c.as_ptr(), *len as libc::off_t) } == 0 {
-                Ok(())
-            } else {
-                Err(errno(std::io::Error::last_os_error()))
+            if unsafe { libc::truncate(c.as_ptr(), *len as libc::off_t) } != 0 {
+                return Err(errno(std::io::Error::last_os_error()));
             }
         }
-        Op::Rename(a, b) => std::fs::rename(under(a), under(b)).map_err(errno),
-        Op::Unlink(p) => std::fs::remove_file(under(p)).map_err(errno),
-        Op::Mkdir(p) => std::fs::create_dir(under(p)).map_err(errno),
-        Op::Rmdir(p) => std::fs::remove_dir(under(p)).map_err(errno),
+        Op::Rename(a, b) => std::fs::rename(under(a), under(b)).map_err(errno)?,
+        Op::Unlink(p) => std::fs::remove_file(under(p)).map_err(errno)?,
+        Op::Mkdir(p) => std::fs::create_dir(under(p)).map_err(errno)?,
+        Op::Rmdir(p) => std::fs::remove_dir(under(p)).map_err(errno)?,
+        Op::Hold(p) => {
+            if let Some(f) = held.take() {
+                close(f)?;
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(under(p))
+                .map_err(errno)?;
+            *held = Some(f);
+        }
+        Op::HeldWrite(off, b) => {
+            let f = held.as_ref().ok_or(libc::EBADF)?;
+            f.write_all_at(&b.0, *off).map_err(errno)?;
+        }
+        Op::HeldRead(off, n) => {
+            let f = held.as_ref().ok_or(libc::EBADF)?;
+            let mut buf = vec![0; *n];
+            let mut got = 0;
+            while got < *n {
+                match f
+                    .read_at(&mut buf[got..], off + got as u64)
+                    .map_err(errno)?
+                {
+                    0 => break,
+                    k => got += k,
+                }
+            }
+            buf.truncate(got);
+            return Ok(Some(buf));
+        }
+        Op::HeldTruncate(n) => {
+            let f = held.as_ref().ok_or(libc::EBADF)?;
+            f.set_len(*n).map_err(errno)?;
+        }
+        Op::Release => close(held.take().ok_or(libc::EBADF)?)?,
     }
+    Ok(None)
 }
 
 /// close(2) with its result: on the mount, close is where an upload's failure shows.
-fn close(f: std::fs::File) -> Result<(), i32> {
+fn close(f: File) -> Result<(), i32> {
     use std::os::fd::IntoRawFd as _;
     let fd = f.into_raw_fd();
     if unsafe { libc::close(fd) } == 0 {
@@ -213,9 +278,10 @@ fn same_errno(a: i32, b: i32) -> bool {
     class(a) == class(b)
 }
 
-fn show(r: &Result<(), i32>) -> String {
+fn show(r: &Outcome) -> String {
     match r {
-        Ok(()) => "ok".into(),
+        Ok(b) if b.is_empty() => "ok".into(),
+        Ok(b) => format!("ok, read {:?}", Data(b.clone())),
         Err(e) => format!("{} ({e})", std::io::Error::from_raw_os_error(*e)),
     }
 }
@@ -258,11 +324,19 @@ fn random_operation_sequences_match_a_local_directory() {
         let (l, r) = (local.path().join(&dir), m.p(&dir));
         std::fs::create_dir(&l).unwrap();
         std::fs::create_dir(&r).map_err(|e| TestCaseError::fail(format!("mkdir {dir}: {e}")))?;
+        let (mut held_l, mut held_r) = (None, None);
         for (i, op) in ops.iter().enumerate() {
             let op = op.resolve(&local_tree(&l));
             let op = &op;
-            let want = apply(&l, op);
-            let got = apply(&r, op);
+            let needs_held = matches!(
+                op,
+                Op::HeldWrite(..) | Op::HeldRead(..) | Op::HeldTruncate(_) | Op::Release
+            );
+            if needs_held && held_l.is_none() {
+                continue; // nothing held: EBADF on both sides says nothing
+            }
+            let want = apply(&l, &mut held_l, op);
+            let got = apply(&r, &mut held_r, op);
             let (ok, failed) = outcomes.get();
             outcomes.set(if want.is_ok() {
                 (ok + 1, failed)
@@ -270,7 +344,7 @@ fn random_operation_sequences_match_a_local_directory() {
                 (ok, failed + 1)
             });
             let agree = match (&want, &got) {
-                (Ok(()), Ok(())) => true,
+                (Ok(a), Ok(b)) => a == b,
                 (Err(a), Err(b)) => same_errno(*a, *b),
                 _ => false,
             };
@@ -281,6 +355,15 @@ fn random_operation_sequences_match_a_local_directory() {
                 show(&got)
             );
         }
+        // Close what is still held; the close results must agree too.
+        let closed = (held_l.map(close), held_r.map(close));
+        prop_assert!(
+            closed.0 == closed.1,
+            "closing the held file in {}: local {:?}, mount {:?}",
+            dir,
+            closed.0,
+            closed.1
+        );
         let want = local_tree(&l);
         let got = local_tree(&r);
         prop_assert_eq!(&got, &want, "tree through the mount ({})", dir);
