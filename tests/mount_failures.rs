@@ -52,6 +52,18 @@ fn server_down_during_upload_cp_fails_then_the_file_lands_after_restart() {
     assert_eq!(sha256_file(&m.p("new.bin")), sha);
     // Reading it (cat checks close) does not report, or retry, the pending upload.
     sh(m.path(), "cat new.bin > /dev/null");
+    // Changes to the namespace need the service: they fail, and change nothing.
+    for cmd in ["mkdir newdir", "rm old.bin", "mv old.bin moved.bin"] {
+        let out = sh_out(m.path(), cmd);
+        assert!(
+            !out.status.success(),
+            "{cmd} must fail while the server is down"
+        );
+    }
+    assert_eq!(
+        sh(m.path(), "ls").split_whitespace().collect::<Vec<_>>(),
+        ["new.bin", "old.bin"]
+    );
 
     srv.restart();
     assert!(
@@ -66,6 +78,10 @@ fn server_down_during_upload_cp_fails_then_the_file_lands_after_restart() {
     .is_empty()));
     assert_eq!(sha256_file(&m.p("new.bin")), sha);
     assert_eq!(srv.remote_files(None).len(), 2);
+    assert_eq!(
+        remote_sha256(&srv, &remote_file(&srv, None, "old.bin").id),
+        sha256(&old)
+    );
 }
 
 #[test]
@@ -341,4 +357,52 @@ fn upload_whose_answer_is_lost_is_not_stored_twice() {
     assert_eq!(remote_sha256(&srv, &files[0].id), sha);
     assert_eq!(sh(m.path(), "ls").trim(), "once.bin");
     assert_eq!(sha256_file(&m.p("once.bin")), sha);
+}
+
+#[test]
+fn sigkill_during_an_upload_then_remount_lands_it_once() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &FAST_RETRY);
+    sh(m.path(), "ls");
+    let src = tempfile::tempdir().unwrap();
+    let size = 8 << 20;
+    let sha = write_random_file(&src.path().join("mid.bin"), size, 51);
+    // Uploads wait 3 s before the service handles them: the daemon dies meanwhile.
+    srv.set_faults(json!({
+        "latencyMs": 3000,
+        "route": "POST /api/v1/media-manager/files"
+    }));
+    let mut cp = Command::new("cp")
+        .arg(src.path().join("mid.bin"))
+        .arg(m.p("mid.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until all bytes are staged (the upload starts at close, right after).
+    let staging = m.cache_dir.join("staging");
+    assert!(wait_until(Duration::from_secs(30), || {
+        std::fs::read_dir(&staging).is_ok_and(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.metadata().is_ok_and(|md| md.len() == size as u64))
+        })
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    m.kill();
+    assert!(!cp.wait().unwrap().success(), "cp sees the daemon die");
+    srv.clear_faults();
+    m.remount();
+    assert!(
+        wait_landed(&srv, None, "mid.bin", &sha, 60),
+        "the interrupted upload lands once after the remount; log:\n{}",
+        m.log_text()
+    );
+    // Give a duplicate upload, if any, the time to show up.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(remote_files_named(&srv, None, "mid.bin").len(), 1);
+    assert_eq!(srv.remote_files(None).len(), 1);
+    assert_eq!(sha256_file(&m.p("mid.bin")), sha);
 }
