@@ -86,23 +86,34 @@ pub fn remote_update(srv: &Server, id: &str, update: FileUpdate) -> MediaFile {
 /// SHA-256 of a remote file's bytes, streamed through the API + CDN in 8 MiB ranges (so a
 /// 200 MiB file is never held in memory at once).
 pub fn remote_sha256(srv: &Server, id: &str) -> String {
+    try_remote_sha256(srv, id).unwrap_or_else(|e| panic!("reading remote file {id}: {e}"))
+}
+
+/// Like [`remote_sha256`], for polling: a file deleted while being read is an error, not a
+/// panic.
+pub fn try_remote_sha256(srv: &Server, id: &str) -> Result<String, String> {
     let c = srv.client();
     let id = id.to_string();
     srv.block(async move {
-        let f = c.get_file(&id).await.expect("get file");
-        let url = f.url().expect("file has a URL").to_string();
+        let f = c.get_file(&id).await.map_err(|e| e.to_string())?;
+        let url = f.url().ok_or("file has no URL")?.to_string();
         let mut h = Sha256::new();
         let mut off = 0u64;
         loop {
-            let chunk = c.read_range(&url, off, 8 << 20).await.expect("read range");
+            let chunk = c
+                .read_range(&url, off, 8 << 20)
+                .await
+                .map_err(|e| e.to_string())?;
             if chunk.is_empty() {
                 break;
             }
             off += chunk.len() as u64;
             h.update(&chunk);
         }
-        assert_eq!(off, f.size(), "remote bytes match the remote size");
-        hex::encode(h.finalize())
+        if off != f.size() {
+            return Err(format!("read {off} bytes of {}", f.size()));
+        }
+        Ok(hex::encode(h.finalize()))
     })
 }
 
@@ -177,7 +188,8 @@ pub fn pending_data(cache_dir: &Path) -> Vec<String> {
 pub fn wait_landed(srv: &Server, folder: Option<&str>, name: &str, sha: &str, secs: u64) -> bool {
     wait_until(Duration::from_secs(secs), || {
         let v = remote_files_named(srv, folder, name);
-        v.len() == 1 && remote_sha256(srv, &v[0].id) == sha
+        // The replaced copy may vanish while it is read: keep polling.
+        v.len() == 1 && try_remote_sha256(srv, &v[0].id).is_ok_and(|s| s == sha)
     })
 }
 
