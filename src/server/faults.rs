@@ -209,7 +209,14 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             tokio::time::sleep(latency).await;
         }
         let mut response = match decision.respond {
-            Some(r) => r,
+            Some(r) => {
+                // Read the request body first, as a gateway does before it answers: a
+                // client still sending an upload would otherwise see a broken pipe instead
+                // of the injected status.
+                let mut body = req.into_body().into_data_stream();
+                while let Some(Ok(_)) = body.next().await {}
+                r
+            }
             None => next.run(req).await,
         };
         if decision.drop {
