@@ -405,6 +405,15 @@ impl MediaFs {
         }
     }
 
+    /// Whether some handle still has `staged` open for writing.
+    fn has_writer(&self, staged: &Arc<StagedFile>) -> bool {
+        self.handles
+            .lock()
+            .unwrap()
+            .values()
+            .any(|h| matches!(h, Handle::Write { staged: s, .. } if Arc::ptr_eq(s, staged)))
+    }
+
     fn add_handle(&self, h: Handle) -> u64 {
         if let Handle::Read { file_id, .. } = &h {
             *self
@@ -687,13 +696,7 @@ impl MediaFs {
         } else {
             self.commit(ino, &staged).await
         };
-        let still_open = self
-            .handles
-            .lock()
-            .unwrap()
-            .values()
-            .any(|h| matches!(h, Handle::Write { staged: s, .. } if Arc::ptr_eq(s, &staged)));
-        if !still_open && !staged.is_dirty() {
+        if !self.has_writer(&staged) && !staged.is_dirty() {
             let mut ns = self.ns.lock().unwrap();
             if let Some(inode) = ns.get_mut(ino) {
                 if inode
@@ -724,9 +727,7 @@ impl MediaFs {
                     // `truncate -s` on a closed file: stage, resize, upload now.
                     let staged = self.stage(ino, &uploader, size == 0).await?;
                     staged.set_len(size)?;
-                    let open_elsewhere = self.handles.lock().unwrap().values().any(
-                        |h| matches!(h, Handle::Write { staged: s, .. } if Arc::ptr_eq(s, &staged)),
-                    );
+                    let open_elsewhere = self.has_writer(&staged);
                     if !open_elsewhere {
                         self.commit(ino, &staged).await?;
                         let mut ns = self.ns.lock().unwrap();
