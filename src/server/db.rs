@@ -275,23 +275,48 @@ pub fn list_folders(
     page: u64,
     page_size: u64,
 ) -> HttpResult<Page<FolderRow>> {
-    let (clause, arg) = filter_clause("parent_id", filter);
+    list_page(
+        c,
+        "folders",
+        FOLDER_COLS,
+        "parent_id",
+        filter,
+        page,
+        page_size,
+        FolderRow::from_row,
+    )
+}
+
+/// One page of a table's rows under a parent, in a stable order (createdAt, then id), with
+/// the total count.
+#[allow(clippy::too_many_arguments)]
+fn list_page<T>(
+    c: &Connection,
+    table: &str,
+    cols: &str,
+    parent_col: &str,
+    filter: &ParentFilter,
+    page: u64,
+    page_size: u64,
+    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> HttpResult<Page<T>> {
+    let (clause, arg) = filter_clause(parent_col, filter);
     let args: Vec<&dyn rusqlite::ToSql> = match &arg {
         Some(a) => vec![a],
         None => vec![],
     };
     let total: i64 = c.query_row(
-        &format!("SELECT COUNT(*) FROM folders {clause}"),
+        &format!("SELECT COUNT(*) FROM {table} {clause}"),
         args.as_slice(),
         |r| r.get(0),
     )?;
     let offset = (page - 1).saturating_mul(page_size);
     let mut stmt = c.prepare(&format!(
-        "SELECT {FOLDER_COLS} FROM folders {clause} ORDER BY created_at, id \
+        "SELECT {cols} FROM {table} {clause} ORDER BY created_at, id \
          LIMIT {page_size} OFFSET {offset}"
     ))?;
     let items = stmt
-        .query_map(args.as_slice(), FolderRow::from_row)?
+        .query_map(args.as_slice(), from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page {
         total: total as u64,
@@ -400,28 +425,16 @@ pub fn list_files(
     page: u64,
     page_size: u64,
 ) -> HttpResult<Page<FileRow>> {
-    let (clause, arg) = filter_clause("folder_id", filter);
-    let args: Vec<&dyn rusqlite::ToSql> = match &arg {
-        Some(a) => vec![a],
-        None => vec![],
-    };
-    let total: i64 = c.query_row(
-        &format!("SELECT COUNT(*) FROM files {clause}"),
-        args.as_slice(),
-        |r| r.get(0),
-    )?;
-    let offset = (page - 1).saturating_mul(page_size);
-    let mut stmt = c.prepare(&format!(
-        "SELECT {FILE_COLS} FROM files {clause} ORDER BY created_at, id \
-         LIMIT {page_size} OFFSET {offset}"
-    ))?;
-    let items = stmt
-        .query_map(args.as_slice(), FileRow::from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page {
-        total: total as u64,
-        items,
-    })
+    list_page(
+        c,
+        "files",
+        FILE_COLS,
+        "folder_id",
+        filter,
+        page,
+        page_size,
+        FileRow::from_row,
+    )
 }
 
 /// Inserts a file whose blob is already in place. `row.folder_id` must exist (404).
