@@ -271,7 +271,11 @@ impl MediaFs {
             self.client.list_files(&parent)
         );
         match folders.and_then(|f| files.map(|x| (f, x))) {
-            Ok((folders, files)) => {
+            Ok((folders, mut files)) => {
+                // Old versions of overwritten files kept for their readers are not entries.
+                if let Some(u) = &self.uploader {
+                    files.retain(|f| !u.is_deferred_delete(&f.id));
+                }
                 debug!(dir, folders = folders.len(), files = files.len(), "listed");
                 for f in &files {
                     if let Some(url) = f.url() {

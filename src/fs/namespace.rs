@@ -231,10 +231,7 @@ impl Namespace {
         if let Some(&ino) = self.by_id.get(&key) {
             let old_parent = self.inodes[&ino].parent;
             if old_parent != dir {
-                if let Some(d) = self.dirs.get_mut(&old_parent) {
-                    d.members.remove(&ino);
-                }
-                self.rename_all(old_parent);
+                self.take_out(old_parent, ino);
             }
             let inode = self.inodes.get_mut(&ino).expect("indexed inode exists");
             inode.parent = dir;
@@ -275,7 +272,7 @@ impl Namespace {
             None => self.alloc(dir, entry, Instant::now()),
         };
         self.dirs.entry(dir).or_default().members.insert(ino);
-        self.rename_all(dir);
+        self.place(dir, ino);
         ino
     }
 
@@ -286,6 +283,7 @@ impl Namespace {
         };
         let old_key = inode.entry.id_key();
         let new_key = entry.id_key();
+        let old_name = inode.entry.remote_name();
         inode.entry = entry;
         inode.refreshed = Instant::now();
         let parent = inode.parent;
@@ -303,7 +301,13 @@ impl Namespace {
                 }
             }
         }
-        self.rename_all(parent);
+        // Entries that shared the old name may change theirs (a duplicate gets the plain
+        // name back); otherwise only this entry's name is computed again.
+        if self.has_namesake(parent, ino, &old_name) {
+            self.rename_all(parent);
+        } else {
+            self.place(parent, ino);
+        }
     }
 
     /// Moves an inode to another directory (its remote object was moved or renamed).
@@ -311,40 +315,86 @@ impl Namespace {
         let Some(old_parent) = self.inodes.get(&ino).map(|i| i.parent) else {
             return;
         };
-        if let Some(d) = self.dirs.get_mut(&old_parent) {
-            d.members.remove(&ino);
-        }
+        self.take_out(old_parent, ino);
         self.dirs.entry(new_parent).or_default().members.insert(ino);
         if let Some(i) = self.inodes.get_mut(&ino) {
             i.parent = new_parent;
         }
-        self.rename_all(old_parent);
-        self.rename_all(new_parent);
+        self.place(new_parent, ino);
+    }
+
+    /// Takes `ino` out of `dir`'s entries. The others are renamed only if one shares its
+    /// remote name (a duplicate shown as `name~<id>` gets the plain name back).
+    fn take_out(&mut self, dir: Ino, ino: Ino) {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        let (name, shown) = (inode.entry.remote_name(), inode.name.clone());
+        if let Some(d) = self.dirs.get_mut(&dir) {
+            d.members.remove(&ino);
+            if d.by_name.get(&shown) == Some(&ino) {
+                d.by_name.remove(&shown);
+            }
+        }
+        if self.has_namesake(dir, ino, &name) {
+            self.rename_all(dir);
+        }
+    }
+
+    /// Whether another entry of `dir` has the remote name `name`.
+    fn has_namesake(&self, dir: Ino, ino: Ino, name: &str) -> bool {
+        self.dirs.get(&dir).is_some_and(|d| {
+            d.members.iter().any(|m| {
+                *m != ino
+                    && self
+                        .inodes
+                        .get(m)
+                        .is_some_and(|i| i.entry.remote_name() == name)
+            })
+        })
+    }
+
+    /// Gives `ino`, a member of `dir`, its shown name. Creating a file in a large
+    /// directory must not rename all its entries: only when another entry shares this
+    /// one's remote or shown name does the whole directory get its names again.
+    fn place(&mut self, dir: Ino, ino: Ino) {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        if self.has_namesake(dir, ino, &inode.entry.remote_name()) {
+            self.rename_all(dir);
+            return;
+        }
+        let shown = names::assign_names(&[self.candidate(ino)])
+            .pop()
+            .expect("one name per entry");
+        let old_shown = inode.name.clone();
+        let d = self.dirs.entry(dir).or_default();
+        if d.by_name.get(&shown).is_some_and(|o| *o != ino) {
+            self.rename_all(dir);
+            return;
+        }
+        if d.by_name.get(&old_shown) == Some(&ino) {
+            d.by_name.remove(&old_shown);
+        }
+        d.by_name.insert(shown.clone(), ino);
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.name = shown;
+        }
     }
 
     /// Removes an entry from its directory (deleted). The inode itself stays while the
     /// kernel may still refer to it (open handles keep working on the remote id).
     pub fn remove(&mut self, ino: Ino) {
-        let Some((parent, name)) = self
-            .inodes
-            .get(&ino)
-            .map(|i| (i.parent, i.entry.remote_name()))
-        else {
+        let Some(parent) = self.inodes.get(&ino).map(|i| i.parent) else {
             return;
         };
-        self.detach(ino);
-        // A namesake shown as `name~<id>` (e.g. the file renamed onto this one) takes the
-        // plain name back.
-        let namesake = self.dirs.get(&parent).is_some_and(|d| {
-            d.members.iter().any(|m| {
-                self.inodes
-                    .get(m)
-                    .is_some_and(|i| i.entry.remote_name() == name)
-            })
-        });
-        if namesake {
-            self.rename_all(parent);
+        if let Some(k) = self.inodes[&ino].entry.id_key() {
+            if self.by_id.get(&k) == Some(&ino) {
+                self.by_id.remove(&k);
+            }
         }
+        self.take_out(parent, ino);
     }
 
     fn detach(&mut self, ino: Ino) {
@@ -377,26 +427,25 @@ impl Namespace {
         }
     }
 
+    fn candidate(&self, ino: Ino) -> Candidate {
+        let e = &self.inodes[&ino].entry;
+        Candidate {
+            id: e
+                .id_key()
+                .map(|k| k[2..].to_string())
+                .unwrap_or_else(|| format!("local{ino:08}")),
+            is_dir: e.is_dir(),
+            remote_name: e.remote_name(),
+            created_at: e.created_at(),
+        }
+    }
+
     /// Recomputes the shown names of a directory's entries (escaping + duplicate rule).
     fn rename_all(&mut self, dir: Ino) {
         let Some(d) = self.dirs.get(&dir) else { return };
         let mut inos: Vec<Ino> = d.members.iter().copied().collect();
         inos.sort_unstable();
-        let cands: Vec<Candidate> = inos
-            .iter()
-            .map(|i| {
-                let e = &self.inodes[i].entry;
-                Candidate {
-                    id: e
-                        .id_key()
-                        .map(|k| k[2..].to_string())
-                        .unwrap_or_else(|| format!("local{i:08}")),
-                    is_dir: e.is_dir(),
-                    remote_name: e.remote_name(),
-                    created_at: e.created_at(),
-                }
-            })
-            .collect();
+        let cands: Vec<Candidate> = inos.iter().map(|i| self.candidate(*i)).collect();
         let shown = names::assign_names(&cands);
         let mut by_name = HashMap::with_capacity(inos.len());
         for (ino, name) in inos.into_iter().zip(shown) {

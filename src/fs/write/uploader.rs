@@ -145,6 +145,11 @@ impl Uploader {
         lock(&self.deferred_deletes).remove(id)
     }
 
+    /// Whether `id` is a replaced file kept only for its readers (listings hide it).
+    pub fn is_deferred_delete(&self, id: &str) -> bool {
+        lock(&self.deferred_deletes).contains(id)
+    }
+
     /// Deletes a replaced remote file whose delete was deferred.
     pub async fn delete_replaced_now(&self, old: &str) {
         self.delete_replaced_inner(old, old).await;
