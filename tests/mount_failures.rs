@@ -406,3 +406,29 @@ fn sigkill_during_an_upload_then_remount_lands_it_once() {
     assert_eq!(srv.remote_files(None).len(), 1);
     assert_eq!(sha256_file(&m.p("mid.bin")), sha);
 }
+
+/// A crashed daemon leaves no "Transport endpoint is not connected" behind: the kernel
+/// mount goes away by itself (auto-unmount), with no `umount` from anyone.
+#[test]
+fn a_crashed_daemon_leaves_no_dead_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    srv.put_file(None, "x.txt", b"x");
+    let mut m = Mount::new(&srv, &[]);
+    assert_eq!(sh(m.path(), "cat x.txt"), "x");
+    let mut child = m.child.take().expect("daemon running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !m.is_mounted()),
+        "the mount outlived its daemon"
+    );
+    let probe = std::fs::read_dir(m.path()).map(|d| d.count());
+    assert_eq!(
+        probe.ok(),
+        Some(0),
+        "the mountpoint is an empty, usable directory again"
+    );
+}
