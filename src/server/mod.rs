@@ -43,7 +43,8 @@ pub struct ServeArgs {
 
     /// Accepted bearer token (repeatable). Prefer --token-file or the environment
     /// variable MEDIAFS_SERVER_TOKENS (comma-separated): argv is visible to other users.
-    /// With no token from any source, a random one is generated and printed once.
+    /// With no token from any source, a random one is generated and saved in
+    /// `<data-dir>/generated-token` (mode 0600).
     #[arg(
         long = "token",
         value_name = "TOKEN",
@@ -347,14 +348,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("mediafs server listening on {}", handle.base_url());
     println!("library: {}", data_dir.display());
     if let Some(token) = generated {
-        // The operator who started the server needs it; it is printed once and never logged.
-        println!("generated token (pass --token-file to choose one): {token}");
+        // Kept in a private file rather than printed: terminals and CI logs get recorded.
+        let path = data_dir.join("generated-token");
+        write_private(&path, &token).with_context(|| format!("saving {}", path.display()))?;
+        println!(
+            "generated a token, saved in {} (pass --token-file to choose one)",
+            path.display()
+        );
     }
     tracing::info!(url = %handle.base_url(), data_dir = %data_dir.display(), "serving");
     wait_for_signal().await;
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+/// Writes `text` to a new file readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 async fn wait_for_signal() {
