@@ -281,7 +281,13 @@ fn truncate_body(response: Response) -> Response {
                     }
                     _ => Some((dropped(), Cut::End)),
                 },
-                Cut::Fail => Some((dropped(), Cut::End)),
+                Cut::Fail => {
+                    // Let hyper flush the headers and the partial body first: an error in
+                    // the same poll aborts the connection before anything is written, and
+                    // the client sees no response at all instead of a cut-off body.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    Some((dropped(), Cut::End))
+                }
                 Cut::End => None,
             }
         },
