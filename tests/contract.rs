@@ -3,6 +3,10 @@
 //! Each test starts its own server on an ephemeral port with its own library directory, so
 //! tests run in parallel and counters (`/_emulator/stats`) belong to one test.
 
+mod common;
+
+use common::{pseudo_random as random_bytes, sha256 as sha};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,7 +17,6 @@ use mediafs::api::{
     MediaFile, NewFile, Parent,
 };
 use mediafs::server::{self, ServerConfig, ServerHandle};
-use rand::{RngCore, SeedableRng};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -116,16 +119,6 @@ fn route_count(stats: &Value, route: &str) -> u64 {
 
 fn status_count(stats: &Value, status: u16) -> u64 {
     stats["byStatus"][status.to_string()].as_u64().unwrap_or(0)
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 fn assert_no_token(err: &ApiError) {

@@ -1,5 +1,9 @@
 //! The embedded server over real HTTP, driven by a raw reqwest client.
 
+mod common;
+
+use common::{pseudo_random, sha256 as sha};
+
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -7,7 +11,6 @@ use base64::Engine as _;
 use mediafs::server::{self, ServerConfig, ServerHandle};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "t0k";
 
@@ -92,24 +95,6 @@ impl Env {
         assert!(resp.status().is_success());
         resp.json().await.unwrap()
     }
-}
-
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Deterministic pseudo-random bytes (xorshift), fast enough for tens of MiB.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn ids(list: &Value) -> Vec<String> {
