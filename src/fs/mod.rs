@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod filesystem;
+pub mod local_attrs;
 pub mod names;
 pub mod namespace;
 pub mod read;
