@@ -54,8 +54,13 @@ pub fn escape(remote: &str) -> String {
 }
 
 /// Turns a name given by the user (create, mkdir, rename target) into the remote name.
-/// Non-UTF-8 names are rejected with `EINVAL`: the service stores text.
+/// A name over [`MAX_NAME_BYTES`] gets `ENAMETOOLONG` before any remote call, as on a local
+/// disk (it could be stored, but never shown back under the name given). Non-UTF-8 names
+/// are rejected with `EINVAL`: the service stores text.
 pub fn unescape(local: &OsStr) -> Result<String, i32> {
+    if local.len() > MAX_NAME_BYTES {
+        return Err(libc::ENAMETOOLONG);
+    }
     let s = local.to_str().ok_or(libc::EINVAL)?;
     Ok(match s {
         DOT => ".".to_string(),
@@ -326,6 +331,10 @@ mod tests {
         assert_eq!(un("plain name.txt"), "plain name.txt");
         let bad = OsString::from_vec(vec![b'a', 0xff, b'b']);
         assert_eq!(unescape(&bad), Err(libc::EINVAL));
+        let long = "é".repeat(128); // 256 bytes
+        assert_eq!(unescape(OsStr::new(&long)), Err(libc::ENAMETOOLONG));
+        let fits = format!("{}a", "é".repeat(127)); // 255 bytes
+        assert_eq!(unescape(OsStr::new(&fits)).as_deref(), Ok(fits.as_str()));
     }
 
     #[test]
