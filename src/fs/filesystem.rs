@@ -322,6 +322,9 @@ impl MediaFs {
     // ----- lookups ------------------------------------------------------------------
 
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        if name.len() > names::MAX_NAME_BYTES {
+            return Err(err!(libc::ENAMETOOLONG, "name of {} bytes", name.len()));
+        }
         let name = name
             .to_str()
             .ok_or_else(|| err!(libc::ENOENT, "non-UTF-8 name"))?;
