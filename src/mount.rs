@@ -173,7 +173,7 @@ pub fn run(args: MountArgs) -> i32 {
         }
     };
     if args.foreground {
-        crate::init_logging(None);
+        let _ = crate::init_logging(None);
         return match serve_mount(args, mountpoint, None) {
             Ok(()) => 0,
             Err(e) => {
@@ -275,15 +275,13 @@ fn serve_mount_inner(
         .cache_dir
         .clone()
         .unwrap_or_else(|| default_cache_dir(&library_key));
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("creating cache dir {}", cache_dir.display()))?;
-    set_private(&cache_dir);
+    crate::private_files::ensure_dir(&cache_dir).context("cache dir")?;
     if ready.is_some() {
         let log = args
             .log_file
             .clone()
             .unwrap_or_else(|| cache_dir.join("mediafs.log"));
-        crate::init_logging(Some(&log));
+        crate::init_logging(Some(&log)).context("log file")?;
         redirect_stdio();
     }
 
@@ -460,11 +458,6 @@ fn serve_mount_inner(
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
-}
-
-fn set_private(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
 
 fn which(prog: &str) -> bool {

@@ -283,8 +283,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let data_dir = config.data_dir.clone();
     let (db, blobs, created) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        crate::private_files::ensure_dir(&data_dir).context("library directory")?;
         let blobs = blobs::BlobStore::open(&data_dir.join("blobs"))?;
         let (db, created) = db::Db::open(&data_dir.join("library.db"))?;
         Ok((db, blobs, created))
@@ -350,7 +349,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = generated {
         // Kept in a private file rather than printed: terminals and CI logs get recorded.
         let path = data_dir.join("generated-token");
-        write_private(&path, &token).with_context(|| format!("saving {}", path.display()))?;
+        crate::private_files::replace(&path, token.as_bytes())?;
         println!(
             "generated a token, saved in {} (pass --token-file to choose one)",
             path.display()
@@ -361,19 +360,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
-}
-
-/// Writes `text` to a new file readable by its owner only.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
 }
 
 async fn wait_for_signal() {

@@ -465,7 +465,7 @@ async fn receive_upload(
     temp: &std::path::Path,
     stream: &mut DataStream,
 ) -> HttpResult<(Map<String, Value>, u64)> {
-    let file = tokio::fs::File::create(temp).await?;
+    let file = super::blobs::create_temp(temp).await?;
     let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut parser = UploadParser::new();
     let mut out = Vec::with_capacity(64 * 1024);
