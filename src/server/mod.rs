@@ -12,6 +12,7 @@ mod cdn;
 mod db;
 mod error;
 mod faults;
+mod fields;
 mod routes;
 mod sample;
 mod upload;

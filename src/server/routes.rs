@@ -22,7 +22,7 @@ use super::blobs::TempGuard;
 use super::db::{self, FilePatch, FileRow, FolderPatch, FolderRow, ParentFilter};
 use super::error::{error_response, HttpError, HttpResult};
 use super::upload::{UploadParseError, UploadParser};
-use super::{cdn, faults, AppState};
+use super::{cdn, faults, fields, AppState};
 
 const DEFAULT_PAGE_SIZE: u64 = 10;
 const MAX_PAGE_SIZE: u64 = 100;
@@ -164,10 +164,13 @@ fn parent_filter(q: &HashMap<String, String>, name: &str) -> ParentFilter {
     }
 }
 
+/// The members the API knows; memory bounded by the body's size (see [`fields`]).
 fn json_object(body: &[u8]) -> HttpResult<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(HttpError::bad_request("the body must be a JSON object")),
+    match fields::parse_body(body) {
+        Ok(fields::Body::Object(m)) => Ok(m),
+        Ok(fields::Body::NotObject) => {
+            Err(HttpError::bad_request("the body must be a JSON object"))
+        }
         Err(e) => Err(HttpError::bad_request(format!("malformed JSON body: {e}"))),
     }
 }
