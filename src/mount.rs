@@ -321,10 +321,9 @@ fn serve_mount_inner(
         Some(url) => (url.clone(), read_token(args)?, None),
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
             let token = format!("local-{}", uuid::Uuid::new_v4().simple());
-            let mut cfg = ServerConfig::for_tests(data_dir.clone(), &token);
+            // No test hooks: nothing another local user can reach changes this server.
+            let mut cfg = ServerConfig::local(data_dir.clone(), &token);
             cfg.seed_sample = true;
             let srv = rt
                 .block_on(server::start(cfg))

@@ -52,17 +52,23 @@ pub fn router(st: Arc<AppState>) -> Router {
         )
         .route_layer(from_fn_with_state(st.clone(), auth));
     let cdn = Router::new().route("/cdn/{upload_id}/{name}", get(cdn::serve));
-    let emulator = Router::new()
-        .route(
-            "/_emulator/stats",
-            get(faults::get_stats).delete(faults::reset_stats),
-        )
-        .route(
-            "/_emulator/faults",
-            get(faults::get_faults)
-                .put(faults::put_faults)
-                .delete(faults::clear_faults),
-        );
+    // Test hooks change what every client sees (faults) and show its activity (stats):
+    // absent unless asked for, and behind the token like the API.
+    let mut emulator = Router::new();
+    if st.test_hooks {
+        emulator = emulator
+            .route(
+                "/_emulator/stats",
+                get(faults::get_stats).delete(faults::reset_stats),
+            )
+            .route(
+                "/_emulator/faults",
+                get(faults::get_faults)
+                    .put(faults::put_faults)
+                    .delete(faults::clear_faults),
+            )
+            .route_layer(from_fn_with_state(st.clone(), auth));
+    }
     api.merge(cdn)
         .layer(from_fn_with_state(st.clone(), faults::layer))
         .merge(emulator)
