@@ -53,7 +53,7 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 API="http://127.0.0.1:$PORT"
 # Long URL lifetime: the reference download must not race the expiry.
 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --token-file "$WORK/token" \
-    --url-ttl 3600 >"$WORK/server.log" 2>&1 &
+    --url-ttl 3600 --test-hooks >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
     curl -s -o /dev/null -H @"$WORK/auth-header" "$API/api/v1/media-manager/folders" && break

@@ -93,11 +93,11 @@ with ThreadPoolExecutor(16) as ex:
 EOF
     t_create="$(elapsed "$t0")"
     mount_fg --cache-size "$CACHE"
-    curl -sS -X DELETE "$API/_emulator/stats" >/dev/null
+    curl -sS -H @"$WORK/auth-header" -X DELETE "$API/_emulator/stats" >/dev/null
     t0="$(now)"
     lines="$(ls -l "$MP/many" | wc -l)"
     t_ls="$(elapsed "$t0")"
-    stats="$(curl -sS "$API/_emulator/stats")"
+    stats="$(curl -sS -H @"$WORK/auth-header" "$API/_emulator/stats")"
     t0="$(now)"
     ls -l "$MP/many" >/dev/null
     t_ls2="$(elapsed "$t0")"

@@ -10,11 +10,14 @@ pub mod api;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
+pub mod private_files;
 pub mod server;
 
 /// Logs go to stderr (foreground) or to `file` (background daemon). `RUST_LOG` or
-/// `MEDIAFS_LOG` set the filter (default `info`).
-pub fn init_logging(file: Option<&std::path::Path>) {
+/// `MEDIAFS_LOG` set the filter (default `info`). The file is created 0600 and never
+/// through a symbolic link ([`private_files::open_append`]); an error says why it was
+/// refused. Without a file, this cannot fail.
+pub fn init_logging(file: Option<&std::path::Path>) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("MEDIAFS_LOG")
         .ok()
@@ -23,13 +26,7 @@ pub fn init_logging(file: Option<&std::path::Path>) {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
         });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let opened = file.and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    });
+    let opened = file.map(private_files::open_append).transpose()?;
     let _ = match opened {
         Some(f) => builder
             .with_ansi(false)
@@ -37,4 +34,5 @@ pub fn init_logging(file: Option<&std::path::Path>) {
             .try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
+    Ok(())
 }

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => mediafs::mount::run(args),
         Command::Unmount { mountpoint } => mediafs::mount::unmount(&mountpoint),
         Command::Serve(args) => {
-            mediafs::init_logging(None);
+            let _ = mediafs::init_logging(None);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -46,10 +46,20 @@ pub struct MountArgs {
     #[arg(long, short = 'f')]
     pub foreground: bool,
 
-    /// Let other users (not only you and root) access the mount. Needs
+    /// Let other users (not only you and root) access the mount, as the modes and owners
+    /// shown allow (the kernel checks them: `default_permissions`). Needs
     /// `user_allow_other` in /etc/fuse.conf when not run as root.
     #[arg(long)]
     pub allow_other: bool,
+
+    /// Permission bits shown for files (octal), e.g. 640 to share read-only with --gid's
+    /// group under --allow-other.
+    #[arg(long, value_name = "OCTAL", default_value = "644", value_parser = parse_mode)]
+    pub file_mode: u16,
+
+    /// Permission bits shown for directories (octal), e.g. 750.
+    #[arg(long, value_name = "OCTAL", default_value = "755", value_parser = parse_mode)]
+    pub dir_mode: u16,
 
     /// Owner shown for all files (default: you).
     #[arg(long)]
@@ -94,6 +104,14 @@ pub struct MountArgs {
     /// Log file when running in the background (default: mediafs.log in the cache dir).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+/// Permission bits in octal (`644`, `0750`).
+fn parse_mode(text: &str) -> Result<u16, String> {
+    u16::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("not permission bits in octal (e.g. 640): {text:?}"))
 }
 
 /// Where the token comes from: the file, else MEDIAFS_TOKEN.
@@ -173,7 +191,7 @@ pub fn run(args: MountArgs) -> i32 {
         }
     };
     if args.foreground {
-        crate::init_logging(None);
+        let _ = crate::init_logging(None);
         return match serve_mount(args, mountpoint, None) {
             Ok(()) => 0,
             Err(e) => {
@@ -275,15 +293,13 @@ fn serve_mount_inner(
         .cache_dir
         .clone()
         .unwrap_or_else(|| default_cache_dir(&library_key));
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("creating cache dir {}", cache_dir.display()))?;
-    set_private(&cache_dir);
+    crate::private_files::ensure_dir(&cache_dir).context("cache dir")?;
     if ready.is_some() {
         let log = args
             .log_file
             .clone()
             .unwrap_or_else(|| cache_dir.join("mediafs.log"));
-        crate::init_logging(Some(&log));
+        crate::init_logging(Some(&log)).context("log file")?;
         redirect_stdio();
     }
 
@@ -305,10 +321,9 @@ fn serve_mount_inner(
         Some(url) => (url.clone(), read_token(args)?, None),
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
             let token = format!("local-{}", uuid::Uuid::new_v4().simple());
-            let mut cfg = ServerConfig::for_tests(data_dir.clone(), &token);
+            // No test hooks: nothing another local user can reach changes this server.
+            let mut cfg = ServerConfig::local(data_dir.clone(), &token);
             cfg.seed_sample = true;
             let srv = rt
                 .block_on(server::start(cfg))
@@ -342,13 +357,15 @@ fn serve_mount_inner(
         u.recover();
         Some(u)
     };
-    let fs_config = FsConfig {
+    let mut fs_config = FsConfig {
         uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
         gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
         dir_ttl: Duration::from_secs(args.dir_ttl),
         read_only: args.read_only,
         ..FsConfig::default()
     };
+    fs_config.file_mode = args.file_mode;
+    fs_config.dir_mode = args.dir_mode;
     let fs = Arc::new(MediaFs::new(client, reader, uploader, ns, fs_config));
 
     let mut options = vec![
@@ -363,6 +380,11 @@ fn serve_mount_inner(
             fuser::MountOption::RW
         },
     ];
+    if args.allow_other {
+        // Other users get exactly what the modes and owners shown allow, checked by the
+        // kernel; without it they could write to entries shown 0644 and owned by you.
+        options.push(fuser::MountOption::DefaultPermissions);
+    }
     let is_root = unsafe { libc::geteuid() } == 0;
     // auto_unmount (via fusermount3) removes the mount if the daemon dies, so a crash
     // never leaves "Transport endpoint is not connected" behind. fuser requires a non-owner
@@ -460,11 +482,6 @@ fn serve_mount_inner(
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
-}
-
-fn set_private(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
 
 fn which(prog: &str) -> bool {

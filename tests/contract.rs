@@ -48,7 +48,10 @@ impl Env {
     }
 
     async fn stats(&self) -> Value {
-        reqwest::get(format!("{}/_emulator/stats", self.base()))
+        reqwest::Client::new()
+            .get(format!("{}/_emulator/stats", self.base()))
+            .bearer_auth(TOKEN)
+            .send()
             .await
             .unwrap()
             .json()
@@ -59,6 +62,7 @@ impl Env {
     async fn reset_stats(&self) {
         let r = reqwest::Client::new()
             .delete(format!("{}/_emulator/stats", self.base()))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap();
@@ -68,6 +72,7 @@ impl Env {
     async fn faults(&self, cfg: Value) {
         let r = reqwest::Client::new()
             .put(format!("{}/_emulator/faults", self.base()))
+            .bearer_auth(TOKEN)
             .json(&cfg)
             .send()
             .await

@@ -87,7 +87,8 @@ impl Env {
     async fn emulator(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let mut req = self
             .http
-            .request(method, format!("{}/_emulator/{path}", self.srv.base_url()));
+            .request(method, format!("{}/_emulator/{path}", self.srv.base_url()))
+            .bearer_auth(TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -590,6 +591,7 @@ async fn stats_and_faults() {
     let r = env
         .http
         .put(format!("{}/_emulator/faults", env.srv.base_url()))
+        .bearer_auth(TOKEN)
         .json(&json!({"errorRate": 2.0}))
         .send()
         .await

@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-
 const TEMP_SUFFIX: &str = ".part";
 
 #[derive(Debug, Clone)]
@@ -15,13 +13,16 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens (creates) the directory and removes temp files left by an interrupted upload.
+    /// Opens (creates) the directory (0700), removes temp files left by an interrupted
+    /// upload and makes blobs of older versions (0644) private.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::private_files::ensure_dir(dir)?;
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
                 let _ = std::fs::remove_file(entry.path());
+            } else if entry.file_type()?.is_file() {
+                crate::private_files::fix_file(&entry.path())?;
             }
         }
         Ok(BlobStore {
@@ -62,6 +63,17 @@ impl BlobStore {
             _ => Ok(()),
         }
     }
+}
+
+/// Creates a temp file for an upload: new (never an existing file or link), mode 0600.
+pub async fn create_temp(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .await
 }
 
 /// Deletes a temp file when dropped unless [`TempGuard::disarm`] was called: an upload that

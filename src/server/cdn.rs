@@ -4,14 +4,20 @@
 //! where `sig` is URL-safe base64 (no padding) of HMAC-SHA256(secret, path + "\n" + expires)
 //! and `path` is the canonical percent-encoded path. Like the real CDN, no Authorization
 //! header is needed, and an expired, altered or incomplete URL gets 403 with an XML body.
+//! Only the one form the signer writes is accepted: the canonical path and exactly
+//! `Expires=E&Signature=S&Key-Pair-Id=K`, with no other spelling of the same values.
+//!
+//! Files are served from the API's own origin with the type their uploader chose, so every
+//! answer says `X-Content-Type-Options: nosniff` (set for the whole server) and active
+//! content (HTML, SVG, scripts, XML, anything not plainly passive) is sent as an
+//! attachment: a browser downloads it instead of running it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -63,7 +69,7 @@ impl Signer {
         if key_pair_id != self.key_pair_id {
             return false;
         }
-        let Ok(sig) = URL_SAFE_NO_PAD.decode(signature.trim_end_matches('=')) else {
+        let Ok(sig) = URL_SAFE_NO_PAD.decode(signature) else {
             return false;
         };
         self.mac(path, expires).verify_slice(&sig).is_ok()
@@ -116,6 +122,49 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );
     (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
+}
+
+/// Splits the query of a signed URL, accepting only its canonical form: the three
+/// parameters in the signer's order, each once, nothing else; `Expires` plain decimal
+/// digits without a sign or leading zero; the signature URL-safe base64 without padding.
+pub fn parse_signed_query(query: &str) -> Option<(u64, &str, &str)> {
+    let rest = query.strip_prefix("Expires=")?;
+    let (expires, rest) = rest.split_once("&Signature=")?;
+    let (sig, key_pair_id) = rest.split_once("&Key-Pair-Id=")?;
+    let canonical_number = !expires.is_empty()
+        && expires.bytes().all(|b| b.is_ascii_digit())
+        && (expires == "0" || !expires.starts_with('0'));
+    let b64url = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !canonical_number
+        || !b64url(sig)
+        || key_pair_id.is_empty()
+        || !key_pair_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    Some((expires.parse().ok()?, sig, key_pair_id))
+}
+
+/// Types a browser shows without running anything; every other type is an attachment.
+fn is_passive(mime: &str) -> bool {
+    let essence = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (top, sub) = essence.split_once('/').unwrap_or((&essence, ""));
+    match top {
+        "image" => !sub.contains("svg") && !sub.contains("xml"),
+        "audio" | "video" => true,
+        "text" => matches!(sub, "plain" | "csv"),
+        "application" => matches!(sub, "octet-stream" | "pdf" | "json" | "zip" | "gzip"),
+        _ => false,
+    }
 }
 
 fn access_denied() -> Response {
@@ -196,28 +245,16 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
 pub async fn serve(
     State(st): State<Arc<AppState>>,
     Path((upload_id, name)): Path<(String, String)>,
+    uri: Uri,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let params: HashMap<String, String> = query
-        .as_deref()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (Some(expires), Some(sig), Some(kp)) = (
-        params.get("Expires").and_then(|e| e.parse::<u64>().ok()),
-        params.get("Signature"),
-        params.get("Key-Pair-Id"),
-    ) else {
+    let Some((expires, sig, kp)) = query.as_deref().and_then(parse_signed_query) else {
         return access_denied();
     };
-    // Signature values are URL-safe base64, so they need no percent-decoding.
+    // The path as sent, not as decoded: another encoding of the same name is refused.
     let path = cdn_path(&upload_id, &name);
-    if !st.signer.verify(&path, expires, sig, kp) || now_secs() > expires {
+    if uri.path() != path || !st.signer.verify(&path, expires, sig, kp) || now_secs() > expires {
         return access_denied();
     }
 
@@ -259,6 +296,16 @@ pub async fn serve(
         HeaderValue::from_str(&mime)
             .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
     );
+    if !is_passive(&mime) {
+        resp_headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!(
+                "attachment; filename*=UTF-8''{}",
+                percent_encode(&name)
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
+        );
+    }
     if !st.ignore_range {
         resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
@@ -328,6 +375,60 @@ mod tests {
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
         assert_eq!(parse_range(Some("bytes=x-1"), 10), Full);
         assert_eq!(parse_range(Some("bytes=-"), 10), Full);
+    }
+
+    #[test]
+    fn only_the_canonical_query_is_accepted() {
+        let ok = "Expires=1000&Signature=ab-_C9&Key-Pair-Id=KABC";
+        assert_eq!(parse_signed_query(ok), Some((1000, "ab-_C9", "KABC")));
+        assert_eq!(
+            parse_signed_query("Expires=0&Signature=a&Key-Pair-Id=K"),
+            Some((0, "a", "K"))
+        );
+        for bad in [
+            "Expires=+1000&Signature=ab&Key-Pair-Id=KABC",
+            "Expires=01000&Signature=ab&Key-Pair-Id=KABC",
+            "Expires=1000&Signature=ab=&Key-Pair-Id=KABC",
+            "Expires=1000&Signature=ab&Key-Pair-Id=KABC&Expires=1000",
+            "Expires=1000&Expires=1000&Signature=ab&Key-Pair-Id=KABC",
+            "Expires=1000&Signature=ab&Key-Pair-Id=KABC&x=1",
+            "x=1&Expires=1000&Signature=ab&Key-Pair-Id=KABC",
+            "Signature=ab&Expires=1000&Key-Pair-Id=KABC",
+            "Expires=1000&Signature=ab&Key-Pair-Id=KABC=",
+            "Expires=1000&Signature=a%62&Key-Pair-Id=KABC",
+            "Expires=&Signature=ab&Key-Pair-Id=KABC",
+            "Expires=99999999999999999999999&Signature=ab&Key-Pair-Id=KABC",
+            "Expires=1000&Signature=&Key-Pair-Id=KABC",
+            "Expires=1000&Signature=ab&Key-Pair-Id=",
+        ] {
+            assert_eq!(parse_signed_query(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn active_types_are_not_passive() {
+        for t in [
+            "image/png",
+            "image/jpeg",
+            "video/mp4",
+            "text/plain; charset=utf-8",
+        ] {
+            assert!(is_passive(t), "{t}");
+        }
+        for t in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "image/svg+xml",
+            "application/javascript",
+            "text/javascript",
+            "application/xml",
+            "text/xml",
+            "application/xhtml+xml",
+            "",
+            "nonsense",
+        ] {
+            assert!(!is_passive(t), "{t}");
+        }
     }
 
     #[test]

@@ -184,6 +184,19 @@ impl Db {
     /// Opens the database, creating the schema if needed. The flag is true when the
     /// library is new (so the caller may seed it).
     pub fn open(path: &Path) -> anyhow::Result<(Db, bool)> {
+        // SQLite creates files 0644 and gives -wal/-shm the database's mode: create the
+        // database 0600 first, and make files of older versions private.
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            crate::private_files::fix_file(Path::new(&p))?;
+        }
+        match crate::private_files::create_new(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("creating {}", path.display()))
+            }
+            _ => {}
+        }
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;

@@ -9,9 +9,11 @@
 
 mod blobs;
 mod cdn;
+mod connections;
 mod db;
 mod error;
 mod faults;
+mod fields;
 mod routes;
 mod sample;
 mod upload;
@@ -25,11 +27,13 @@ use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use connections::{effective_max_connections, ConnLimits};
 pub use faults::{FaultConfig, Stats};
 
 /// Serve a local Media Manager library over HTTP: the ten API operations under
 /// /api/v1/media-manager (bearer token), signed file URLs under /cdn with Range support,
-/// and test hooks (request counters, fault injection) under /_emulator.
+/// and with --test-hooks, request counters and fault injection under /_emulator (bearer
+/// token too).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on. Keep it on loopback: the server has no TLS.
@@ -92,6 +96,26 @@ pub struct ServeArgs {
     #[arg(long, value_name = "RATE")]
     pub fault_drop_rate: Option<f64>,
 
+    /// Serve the test hooks under /_emulator (request counters, fault injection at run
+    /// time). They need the bearer token like the API. Off by default.
+    #[arg(long)]
+    pub test_hooks: bool,
+
+    /// Seconds a connection has to send a complete request header, counted from when it
+    /// is ready for one: silent, slow and idle keep-alive connections are closed after it.
+    #[arg(long, value_name = "SECS", default_value_t = 65)]
+    pub header_timeout: u64,
+
+    /// Longest pause, in seconds, in the middle of a request body before the request is
+    /// abandoned.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub body_timeout: u64,
+
+    /// Most connections open at once (lowered to fit the open-file limit). At the limit,
+    /// the oldest connection with no request in progress is closed to make room.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+
     /// Fault injection: only faults requests of this route template,
     /// e.g. "GET /cdn/{key}" or "GET /api/v1/media-manager/files/{id}".
     #[arg(long, value_name = "ROUTE")]
@@ -109,14 +133,18 @@ pub struct ServerConfig {
     pub faults: FaultConfig,
     pub ignore_range: bool,
     pub seed_sample: bool,
+    /// Serve `/_emulator/*` (behind the bearer token).
+    pub test_hooks: bool,
+    pub limits: ConnLimits,
 }
 
 /// Default largest upload: 5 GiB.
 pub const DEFAULT_MAX_UPLOAD: u64 = 5 << 30;
 
 impl ServerConfig {
-    /// A config for tests: an ephemeral loopback port, one token, defaults elsewhere.
-    pub fn for_tests(data_dir: PathBuf, token: &str) -> Self {
+    /// A server on an ephemeral loopback port with one token, no test hooks, defaults
+    /// elsewhere: what `mediafs mount` starts.
+    pub fn local(data_dir: PathBuf, token: &str) -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
@@ -126,6 +154,16 @@ impl ServerConfig {
             faults: FaultConfig::default(),
             ignore_range: false,
             seed_sample: false,
+            test_hooks: false,
+            limits: ConnLimits::default(),
+        }
+    }
+
+    /// [`ServerConfig::local`] with the test hooks on.
+    pub fn for_tests(data_dir: PathBuf, token: &str) -> Self {
+        ServerConfig {
+            test_hooks: true,
+            ..ServerConfig::local(data_dir, token)
         }
     }
 
@@ -182,6 +220,12 @@ impl ServerConfig {
                 faults,
                 ignore_range: args.ignore_range,
                 seed_sample: args.sample,
+                test_hooks: args.test_hooks,
+                limits: ConnLimits {
+                    header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+                    body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+                    max_connections: args.max_connections.max(1),
+                },
             },
             generated,
         ))
@@ -235,6 +279,7 @@ pub(crate) struct AppState {
     pub max_upload_size: u64,
     pub ignore_range: bool,
     pub faults: faults::Faults,
+    pub test_hooks: bool,
 }
 
 /// A running server. Dropping it leaves the server running until the runtime ends; call
@@ -283,8 +328,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let data_dir = config.data_dir.clone();
     let (db, blobs, created) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        crate::private_files::ensure_dir(&data_dir).context("library directory")?;
         let blobs = blobs::BlobStore::open(&data_dir.join("blobs"))?;
         let (db, created) = db::Db::open(&data_dir.join("library.db"))?;
         Ok((db, blobs, created))
@@ -317,19 +361,24 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         max_upload_size: config.max_upload_size,
         ignore_range: config.ignore_range,
         faults: faults::Faults::new(config.faults),
+        test_hooks: config.test_hooks,
     });
-    let app = routes::router(state);
+    // Per pause, not per body: a large upload may take long, a stalled one may not.
+    let app = routes::router(state)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            config.limits.body_timeout,
+        ))
+        .layer(axum::middleware::map_response(nosniff));
     let (tx, rx) = oneshot::channel::<()>();
+    let limits = config.limits;
     let join = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        connections::serve(listener, app, limits, async move {
             // A dropped handle (sender gone without a send) is not a shutdown request.
             if rx.await.is_err() {
                 std::future::pending::<()>().await;
             }
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
+        })
+        .await;
     });
     tracing::debug!(%addr, "media manager server listening");
     Ok(ServerHandle {
@@ -337,6 +386,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         shutdown: tx,
         join,
     })
+}
+
+/// Every answer, from the API, the CDN or an injected fault: a browser must never guess
+/// a type (e.g. HTML in a file an uploader called text/plain).
+async fn nosniff(mut r: axum::response::Response) -> axum::response::Response {
+    r.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// `mediafs serve`: starts the server, prints where it is, waits for SIGINT/SIGTERM and
@@ -350,7 +409,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = generated {
         // Kept in a private file rather than printed: terminals and CI logs get recorded.
         let path = data_dir.join("generated-token");
-        write_private(&path, &token).with_context(|| format!("saving {}", path.display()))?;
+        crate::private_files::replace(&path, token.as_bytes())?;
         println!(
             "generated a token, saved in {} (pass --token-file to choose one)",
             path.display()
@@ -361,19 +420,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
-}
-
-/// Writes `text` to a new file readable by its owner only.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
 }
 
 async fn wait_for_signal() {

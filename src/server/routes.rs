@@ -22,7 +22,7 @@ use super::blobs::TempGuard;
 use super::db::{self, FilePatch, FileRow, FolderPatch, FolderRow, ParentFilter};
 use super::error::{error_response, HttpError, HttpResult};
 use super::upload::{UploadParseError, UploadParser};
-use super::{cdn, faults, AppState};
+use super::{cdn, faults, fields, AppState};
 
 const DEFAULT_PAGE_SIZE: u64 = 10;
 const MAX_PAGE_SIZE: u64 = 100;
@@ -52,17 +52,23 @@ pub fn router(st: Arc<AppState>) -> Router {
         )
         .route_layer(from_fn_with_state(st.clone(), auth));
     let cdn = Router::new().route("/cdn/{upload_id}/{name}", get(cdn::serve));
-    let emulator = Router::new()
-        .route(
-            "/_emulator/stats",
-            get(faults::get_stats).delete(faults::reset_stats),
-        )
-        .route(
-            "/_emulator/faults",
-            get(faults::get_faults)
-                .put(faults::put_faults)
-                .delete(faults::clear_faults),
-        );
+    // Test hooks change what every client sees (faults) and show its activity (stats):
+    // absent unless asked for, and behind the token like the API.
+    let mut emulator = Router::new();
+    if st.test_hooks {
+        emulator = emulator
+            .route(
+                "/_emulator/stats",
+                get(faults::get_stats).delete(faults::reset_stats),
+            )
+            .route(
+                "/_emulator/faults",
+                get(faults::get_faults)
+                    .put(faults::put_faults)
+                    .delete(faults::clear_faults),
+            )
+            .route_layer(from_fn_with_state(st.clone(), auth));
+    }
     api.merge(cdn)
         .layer(from_fn_with_state(st.clone(), faults::layer))
         .merge(emulator)
@@ -164,10 +170,13 @@ fn parent_filter(q: &HashMap<String, String>, name: &str) -> ParentFilter {
     }
 }
 
+/// The members the API knows; memory bounded by the body's size (see [`fields`]).
 fn json_object(body: &[u8]) -> HttpResult<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(HttpError::bad_request("the body must be a JSON object")),
+    match fields::parse_body(body) {
+        Ok(fields::Body::Object(m)) => Ok(m),
+        Ok(fields::Body::NotObject) => {
+            Err(HttpError::bad_request("the body must be a JSON object"))
+        }
         Err(e) => Err(HttpError::bad_request(format!("malformed JSON body: {e}"))),
     }
 }
@@ -465,7 +474,7 @@ async fn receive_upload(
     temp: &std::path::Path,
     stream: &mut DataStream,
 ) -> HttpResult<(Map<String, Value>, u64)> {
-    let file = tokio::fs::File::create(temp).await?;
+    let file = super::blobs::create_temp(temp).await?;
     let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut parser = UploadParser::new();
     let mut out = Vec::with_capacity(64 * 1024);

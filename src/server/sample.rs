@@ -100,7 +100,9 @@ pub async fn seed(db: &Db, blobs: &BlobStore) -> anyhow::Result<()> {
     for f in files {
         let upload_id = uuid::Uuid::new_v4().to_string();
         let temp = blobs.temp_path();
-        tokio::fs::write(&temp, &f.bytes).await?;
+        let mut file = super::blobs::create_temp(&temp).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &f.bytes).await?;
+        drop(file);
         blobs.commit(&temp, &upload_id).await?;
         let now = db::now_ts();
         let row = FileRow {

@@ -3,15 +3,18 @@
 //!
 //! The body arrives in chunks split anywhere. The parser tokenizes the top-level object,
 //! decodes the `data` string on the fly (keeping fewer than four base64 characters between
-//! chunks) into the caller's buffer, and collects every other member's raw JSON text, which
-//! is small and parsed with serde_json at the end. Memory stays bounded by the chunk size
-//! plus [`MAX_METADATA`], whatever the file size.
+//! chunks) into the caller's buffer, and keeps the raw JSON text of the members the API
+//! knows (the last of duplicates), parsed at the end; other members are checked and
+//! dropped as they end. Memory stays bounded by the chunk size plus a few times
+//! [`MAX_METADATA`], whatever the file size and however the body is shaped.
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde_json::{Map, Value};
+
+use super::fields;
 
 /// Limit on everything in the body except `data` (keys and other values).
 pub const MAX_METADATA: usize = 1 << 20;
@@ -84,7 +87,7 @@ enum State {
 /// What the body held besides the bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UploadFields {
-    /// Every member except `data`, parsed.
+    /// The known members except `data` (see [`super::fields`]), parsed.
     pub fields: Map<String, Value>,
     /// `data` was present as a string (and its bytes went to the output).
     pub data_present: bool,
@@ -103,7 +106,8 @@ pub struct UploadParser {
     depth: u32,
     in_string: bool,
     string_escape: bool,
-    raw_members: Vec<(String, Vec<u8>)>,
+    /// Raw text of the known members; the last of duplicates wins.
+    raw_members: Vec<(&'static str, Vec<u8>)>,
     metadata_len: usize,
     /// Base64 characters not decoded yet (fewer than 4 between calls).
     pending: Vec<u8>,
@@ -163,9 +167,9 @@ impl UploadParser {
         }
         let mut fields = Map::new();
         for (k, raw) in self.raw_members {
-            let v: Value = serde_json::from_slice(&raw)
+            let v = fields::parse_value(&raw)
                 .map_err(|e| UploadParseError::Syntax(format!("value of {k:?}: {e}")))?;
-            fields.insert(k, v);
+            fields.insert(k.to_string(), v);
         }
         Ok(UploadFields {
             fields,
@@ -321,12 +325,14 @@ impl UploadParser {
         self.add_metadata(self.value.len())?;
         let raw = std::mem::take(&mut self.value);
         let key = std::mem::take(&mut self.current_key);
-        if key == "data" {
-            // A non-string data member: remembered as such, its value is irrelevant.
-            serde_json::from_slice::<Value>(&raw)
-                .map_err(|e| UploadParseError::Syntax(format!("value of \"data\": {e}")))?;
-        } else {
-            self.raw_members.push((key, raw));
+        match fields::known(&key) {
+            Some(k) => {
+                self.raw_members.retain(|(name, _)| *name != k);
+                self.raw_members.push((k, raw));
+            }
+            // Unknown members and a non-string data: checked, then dropped.
+            None => fields::check_value(&raw)
+                .map_err(|e| UploadParseError::Syntax(format!("value of {key:?}: {e}")))?,
         }
         self.state = State::AfterValue;
         Ok(())
@@ -493,16 +499,20 @@ mod tests {
     fn tricky_other_values() {
         let body = r#"{"title":"say \"data\": {x}, \\","data":"QUJD","description":null,
             "folderId":null,"sortOrder":-12,"isFavorite":true,"isPrivate":false,
-            "extra":{"data":"not this","a":[1,{"b":"]}"}]},"n":1.5e3,"u":"\u00e9\/"}"#;
+            "extra":{"data":"not this","a":[1,{"b":"]}"}]},"mimeType":1.5e3,"altText":"\u00e9\/",
+            "fileName":{"data":"nested"}}"#;
         let (out, f) = parse_every_way(body.as_bytes()).unwrap();
         assert_eq!(out, b"ABC");
         assert_eq!(f.fields["title"], r#"say "data": {x}, \"#);
         assert_eq!(f.fields["description"], Value::Null);
         assert_eq!(f.fields["sortOrder"], -12);
         assert_eq!(f.fields["isFavorite"], true);
-        assert_eq!(f.fields["extra"]["data"], "not this");
-        assert_eq!(f.fields["n"], 1500.0);
-        assert_eq!(f.fields["u"], "é/");
+        // Unknown members are checked, then dropped; known compound values are kept as
+        // empty ones (only their type matters), so nothing in them is taken for `data`.
+        assert!(!f.fields.contains_key("extra"));
+        assert_eq!(f.fields["fileName"], Value::Object(Map::new()));
+        assert_eq!(f.fields["mimeType"], 1500.0);
+        assert_eq!(f.fields["altText"], "é/");
     }
 
     #[test]
@@ -588,6 +598,26 @@ mod tests {
             parse(body.as_bytes()).unwrap_err(),
             UploadParseError::MetadataTooLarge
         );
+    }
+
+    #[test]
+    fn many_members_keep_only_the_known_ones() {
+        let mut p = UploadParser::new();
+        let mut out = Vec::new();
+        p.feed(br#"{"data":"QUJD""#, &mut out).unwrap();
+        for i in 0..50_000 {
+            p.feed(format!(r#","k{i}":0,"title":"t{i}""#).as_bytes(), &mut out)
+                .unwrap();
+        }
+        assert_eq!(
+            p.raw_members.len(),
+            1,
+            "duplicates replace, unknowns are dropped"
+        );
+        p.feed(b"}", &mut out).unwrap();
+        let f = p.finish().unwrap();
+        assert_eq!(f.fields["title"], "t49999");
+        assert_eq!(f.fields.len(), 1);
     }
 
     proptest! {

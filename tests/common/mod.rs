@@ -170,12 +170,29 @@ impl Server {
 
     pub fn stats(&self) -> serde_json::Value {
         let url = format!("{}/_emulator/stats", self.url());
-        self.block(async move { reqwest::get(url).await.unwrap().json().await.unwrap() })
+        self.block(async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
     }
 
     pub fn reset_stats(&self) {
         let url = format!("{}/_emulator/stats", self.url());
-        self.block(async move { reqwest::Client::new().delete(url).send().await.unwrap() });
+        self.block(async move {
+            reqwest::Client::new()
+                .delete(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+        });
     }
 
     /// Calls of one route template since the last reset.
@@ -188,6 +205,7 @@ impl Server {
         let r = self.block(async move {
             reqwest::Client::new()
                 .put(url)
+                .bearer_auth(TOKEN)
                 .json(&json)
                 .send()
                 .await
@@ -198,7 +216,14 @@ impl Server {
 
     pub fn clear_faults(&self) {
         let url = format!("{}/_emulator/faults", self.url());
-        self.block(async move { reqwest::Client::new().delete(url).send().await.unwrap() });
+        self.block(async move {
+            reqwest::Client::new()
+                .delete(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+        });
     }
 }
 
