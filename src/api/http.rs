@@ -626,10 +626,7 @@ impl HttpClient {
             }
         }
 
-        let want = parent.as_id();
-        let mut seen = HashSet::new();
-        items.retain(|i| parent_of(i) == want && seen.insert(id_of(i).to_string()));
-        Ok(items)
+        Ok(super::filter::children(items, parent, id_of, parent_of))
     }
 
     /// One ranged GET of a signed URL. Returns the bytes and whether the end of the file was
