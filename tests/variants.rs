@@ -267,6 +267,7 @@ fn everyday_commands(variants: &[Variant]) {
     sh(m.path(), "mv dst/moved.bin dst/target.txt");
     assert!(wait_landed(&srv, Some(&dst), "target.txt", &new2, 30));
     assert_eq!(sh(m.path(), "ls dst"), "target.txt\n");
+    assert_eq!(srv.remote_files(Some(&dst)).len(), 1);
     assert_eq!(sha256_file(&m.p("dst/target.txt")), new2);
 
     // rm.
@@ -282,6 +283,16 @@ fn everyday_commands(variants: &[Variant]) {
     sh(m.path(), "rmdir x/y/z x/y");
     assert!(srv.remote_folders(Some(&x.id)).is_empty());
     assert_eq!(sh(m.path(), "ls x"), "");
+
+    // mv of a directory across folders.
+    sh(m.path(), "mkdir mvd && echo hi > mvd/f.txt && mv mvd dst/");
+    let mvd = remote_folder(&srv, Some(&dst), "mvd");
+    assert_eq!(
+        srv.remote_bytes(&remote_file(&srv, Some(&mvd.id), "f.txt").id),
+        b"hi\n"
+    );
+    assert!(!srv.remote_folders(None).iter().any(|f| f.name == "mvd"));
+    assert_eq!(sh(m.path(), "cat dst/mvd/f.txt"), "hi\n");
 
     // rsync -a of a small tree.
     let tree = w.join("tree");
@@ -330,6 +341,12 @@ fn everyday_commands_with_page_size_50() {
 #[test]
 fn everyday_commands_with_strict_timestamps() {
     everyday_commands(&[Variant::StrictTimestamps]);
+}
+
+/// Moves across folders fall back to copy + delete (EXDEV from the client).
+#[test]
+fn everyday_commands_with_no_move() {
+    everyday_commands(&[Variant::NoMove]);
 }
 
 #[test]

@@ -886,7 +886,7 @@ impl MediaClient for HttpClient {
             update,
             Idempotency::Idempotent,
         )?;
-        self.call_data(call).await
+        super::moves::check_folder(self, id, update, self.call_data(call).await?).await
     }
 
     async fn delete_folder(&self, id: &str) -> ApiResult<()> {
@@ -932,7 +932,7 @@ impl MediaClient for HttpClient {
             update,
             Idempotency::Idempotent,
         )?;
-        self.call_data(call).await
+        super::moves::check_file(self, id, update, self.call_data(call).await?).await
     }
 
     async fn delete_file(&self, id: &str) -> ApiResult<()> {
