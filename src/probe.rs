@@ -141,7 +141,9 @@ pub fn run(args: ProbeArgs) -> i32 {
             } else {
                 render(&report)
             };
-            println!("{}", clean(&text, &token));
+            // A closed pipe (`| head`) is not an error worth a panic.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout().lock(), "{}", clean(&text, &token));
             0
         }
         Err(e) => {

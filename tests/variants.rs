@@ -196,6 +196,25 @@ fn probe_without_write_changes_nothing_and_prints_no_secret() {
     }
 }
 
+#[test]
+fn probe_with_a_wrong_token_fails_clearly() {
+    let srv = server(&[Variant::Wrapped]);
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, "kpt_not-the-right-one").unwrap();
+    let out = Command::new(bin())
+        .args(["probe", "--write", "--api-url", &srv.url()])
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(stderr.contains("refused the token (HTTP 401)"), "{stderr}");
+    assert!(!stderr.contains("kpt_not-the-right-one"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
 // ---------------------------------------------------------------- mounts
 
 /// Everyday commands on a mount, each result checked through the mount and the API.
