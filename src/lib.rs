@@ -4,12 +4,14 @@
 //! - [`fuse`]: the `fuser::Filesystem` glue, a few lines per operation;
 //! - [`fs`]: the filesystem core (namespace, read path, write path), no FUSE types;
 //! - [`api`]: the Media Manager client trait and its HTTP implementation;
-//! - [`server`]: the embedded Media Manager server (tests and the default mount).
+//! - [`server`]: the embedded Media Manager server (tests and the default mount);
+//! - [`probe`]: `mediafs probe`, which reports the shape of a service's API.
 
 pub mod api;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
+pub mod probe;
 pub mod private_files;
 pub mod server;
 

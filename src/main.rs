@@ -23,6 +23,8 @@ enum Command {
     },
     /// Run the embedded Media Manager server (the same API, on a local library).
     Serve(mediafs::server::ServeArgs),
+    /// Report which shape of the API a service speaks (read-only unless --write).
+    Probe(mediafs::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Mount(args) => mediafs::mount::run(args),
         Command::Unmount { mountpoint } => mediafs::mount::unmount(&mountpoint),
+        Command::Probe(args) => mediafs::probe::run(args),
         Command::Serve(args) => {
             let _ = mediafs::init_logging(None);
             let rt = match tokio::runtime::Runtime::new() {

@@ -32,6 +32,8 @@ pub enum ApiErrorKind {
     Decode,
     /// A local failure (reading the file to upload, for example).
     Local,
+    /// The service answered an update that asked for a move without moving the object.
+    MoveIgnored,
     /// Any other status.
     Other,
 }
@@ -92,6 +94,8 @@ impl ApiError {
             ApiErrorKind::NotFound => libc::ENOENT,
             ApiErrorKind::Conflict => libc::ENOTEMPTY,
             ApiErrorKind::TooLarge => libc::EFBIG,
+            // `mv` copies and deletes instead.
+            ApiErrorKind::MoveIgnored => libc::EXDEV,
             ApiErrorKind::RateLimited => libc::EAGAIN,
             ApiErrorKind::Server
             | ApiErrorKind::Transport

@@ -626,10 +626,7 @@ impl HttpClient {
             }
         }
 
-        let want = parent.as_id();
-        let mut seen = HashSet::new();
-        items.retain(|i| parent_of(i) == want && seen.insert(id_of(i).to_string()));
-        Ok(items)
+        Ok(super::filter::children(items, parent, id_of, parent_of))
     }
 
     /// One ranged GET of a signed URL. Returns the bytes and whether the end of the file was
@@ -889,7 +886,7 @@ impl MediaClient for HttpClient {
             update,
             Idempotency::Idempotent,
         )?;
-        self.call_data(call).await
+        super::moves::check_folder(self, id, update, self.call_data(call).await?).await
     }
 
     async fn delete_folder(&self, id: &str) -> ApiResult<()> {
@@ -935,7 +932,7 @@ impl MediaClient for HttpClient {
             update,
             Idempotency::Idempotent,
         )?;
-        self.call_data(call).await
+        super::moves::check_file(self, id, update, self.call_data(call).await?).await
     }
 
     async fn delete_file(&self, id: &str) -> ApiResult<()> {

@@ -237,7 +237,7 @@ fn error(kind: ApiErrorKind, message: impl Into<String>) -> ApiError {
         ApiErrorKind::TooLarge => Some(413),
         ApiErrorKind::RateLimited => Some(429),
         ApiErrorKind::Server => Some(503),
-        ApiErrorKind::Decode => Some(200),
+        ApiErrorKind::Decode | ApiErrorKind::MoveIgnored => Some(200),
         ApiErrorKind::Other => Some(418),
         ApiErrorKind::Transport | ApiErrorKind::Local => None,
     };

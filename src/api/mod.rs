@@ -3,13 +3,17 @@
 //!
 //! - [`types`]: serde wire types (tolerant of unknown and missing fields);
 //! - [`error`]: the one error type and the status → errno table;
+//! - [`filter`]: keeping one folder's objects out of a list answer;
 //! - [`http`]: the reqwest implementation (paging, retries, streaming uploads, Range reads);
+//! - [`moves`]: detecting a service that ignores moves;
 //! - [`retry`]: the backoff policy;
 //! - [`upload`]: the streaming JSON + base64 body of Create File.
 
 pub mod error;
+pub mod filter;
 pub mod http;
 pub mod mock;
+pub mod moves;
 pub mod retry;
 pub mod types;
 pub mod upload;

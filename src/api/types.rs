@@ -1,7 +1,10 @@
 //! Wire types of the Media Manager API (see `media-manager-api.md`).
 //!
 //! Tolerant by design: unknown fields are ignored, everything not strictly needed is
-//! optional, and both list envelopes (paged and bare `{"data": [...]}`) are accepted.
+//! optional, both list envelopes (paged and bare `{"data": [...]}`) are accepted, envelope
+//! extras (`requestId`, `success`) are ignored, and numbers may come as strings
+//! (`"fileSize": "70"`). Timestamps stay strings; their readers accept RFC 3339 with or
+//! without fractional seconds.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +31,7 @@ pub struct Upload {
     pub id: Option<String>,
     #[serde(default)]
     pub file_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64::plain")]
     pub file_size: u64,
     #[serde(default)]
     pub file_url: Option<String>,
@@ -90,13 +93,13 @@ pub struct DataEnvelope<T> {
 pub struct ListPage<T> {
     #[serde(default = "Vec::new")]
     pub data: Vec<T>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64::option")]
     pub total: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64::option")]
     pub page: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64::option")]
     pub page_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64::option")]
     pub last_page: Option<u64>,
 }
 
@@ -202,6 +205,35 @@ pub struct NewFolder {
     pub parent_id: Option<String>,
 }
 
+/// Serde helpers: a count as a JSON number or a decimal string (`70` or `"70"`); `null`
+/// counts as absent.
+pub(crate) mod lenient_u64 {
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        Num(u64),
+        Text(String),
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<NumOrText>::deserialize(d)? {
+            None => Ok(None),
+            Some(NumOrText::Num(n)) => Ok(Some(n)),
+            Some(NumOrText::Text(t)) => t
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("expected a count, got {t:?}"))),
+        }
+    }
+
+    pub fn plain<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        Ok(option(d)?.unwrap_or(0))
+    }
+}
+
 /// Serde helper: distinguishes an absent field from an explicit `null`.
 pub(crate) mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -251,6 +283,28 @@ mod tests {
         .unwrap();
         assert_eq!(paged.last_page, Some(1));
         assert_eq!(paged.total, Some(65));
+    }
+
+    #[test]
+    fn accepts_wrapped_answers_string_sizes_and_whole_second_timestamps() {
+        let body = r#"{"success":true,"requestId":"r-1","data":{"id":"f1","folderId":"d1",
+          "createdAt":"2026-02-20T11:29:59Z","updatedAt":"2026-02-20T11:30:00Z",
+          "upload":{"fileName":"a.png","fileSize":"70","fileUrl":null}}}"#;
+        let f: DataEnvelope<MediaFile> = serde_json::from_str(body).unwrap();
+        assert_eq!(f.data.size(), 70);
+        let t = chrono::DateTime::parse_from_rfc3339(f.data.created_at.as_deref().unwrap());
+        assert!(t.is_ok());
+        let null_size: Upload = serde_json::from_str(r#"{"fileSize":null}"#).unwrap();
+        assert_eq!(null_size.file_size, 0);
+        assert!(serde_json::from_str::<Upload>(r#"{"fileSize":"lots"}"#).is_err());
+        let page: ListPage<Folder> = serde_json::from_str(
+            r#"{"success":true,"requestId":"r","total":"3","pageSize":"50","data":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (page.total, page.page_size, page.last_page),
+            (Some(3), Some(50), None)
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod fields;
 mod routes;
 mod sample;
 mod upload;
+mod variants;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use tokio::task::JoinHandle;
 
 pub use connections::{effective_max_connections, ConnLimits};
 pub use faults::{FaultConfig, Stats};
+pub use variants::{Variant, Variants};
 
 /// Serve a local Media Manager library over HTTP: the ten API operations under
 /// /api/v1/media-manager (bearer token), signed file URLs under /cdn with Range support,
@@ -120,6 +122,16 @@ pub struct ServeArgs {
     /// e.g. "GET /cdn/{key}" or "GET /api/v1/media-manager/files/{id}".
     #[arg(long, value_name = "ROUTE")]
     pub fault_route: Option<String>,
+
+    /// Behave like another plausible shape of the API (comma-separated or repeated):
+    /// bare-lists, wrapped, ignore-filters, created-201, delete-204, page-size-50, no-move,
+    /// unique-names, strict-timestamps. See docs/API-VARIANTS.md.
+    #[arg(
+        long = "api-variant",
+        value_name = "NAME[,NAME…]",
+        value_delimiter = ','
+    )]
+    pub api_variants: Vec<String>,
 }
 
 /// Everything [`start`] needs.
@@ -133,6 +145,7 @@ pub struct ServerConfig {
     pub faults: FaultConfig,
     pub ignore_range: bool,
     pub seed_sample: bool,
+    pub variants: Variants,
     /// Serve `/_emulator/*` (behind the bearer token).
     pub test_hooks: bool,
     pub limits: ConnLimits,
@@ -154,6 +167,7 @@ impl ServerConfig {
             faults: FaultConfig::default(),
             ignore_range: false,
             seed_sample: false,
+            variants: Variants::none(),
             test_hooks: false,
             limits: ConnLimits::default(),
         }
@@ -210,6 +224,8 @@ impl ServerConfig {
             ..FaultConfig::default()
         };
         faults.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let variants = Variants::parse(&args.api_variants)
+            .map_err(|e| anyhow::anyhow!("--api-variant: {e}"))?;
         Ok((
             ServerConfig {
                 listen: args.listen,
@@ -220,6 +236,7 @@ impl ServerConfig {
                 faults,
                 ignore_range: args.ignore_range,
                 seed_sample: args.sample,
+                variants,
                 test_hooks: args.test_hooks,
                 limits: ConnLimits {
                     header_timeout: Duration::from_secs(args.header_timeout.max(1)),
@@ -279,6 +296,7 @@ pub(crate) struct AppState {
     pub max_upload_size: u64,
     pub ignore_range: bool,
     pub faults: faults::Faults,
+    pub variants: Variants,
     pub test_hooks: bool,
 }
 
@@ -361,6 +379,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         max_upload_size: config.max_upload_size,
         ignore_range: config.ignore_range,
         faults: faults::Faults::new(config.faults),
+        variants: config.variants,
         test_hooks: config.test_hooks,
     });
     // Per pause, not per body: a large upload may take long, a stalled one may not.
@@ -403,9 +422,13 @@ async fn nosniff(mut r: axum::response::Response) -> axum::response::Response {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (config, generated) = ServerConfig::from_args(args)?;
     let data_dir = config.data_dir.clone();
+    let variants = config.variants;
     let handle = start(config).await?;
     println!("mediafs server listening on {}", handle.base_url());
     println!("library: {}", data_dir.display());
+    if !variants.is_empty() {
+        println!("API variant: {variants}");
+    }
     if let Some(token) = generated {
         // Kept in a private file rather than printed: terminals and CI logs get recorded.
         let path = data_dir.join("generated-token");

@@ -22,7 +22,7 @@ use super::blobs::TempGuard;
 use super::db::{self, FilePatch, FileRow, FolderPatch, FolderRow, ParentFilter};
 use super::error::{error_response, HttpError, HttpResult};
 use super::upload::{UploadParseError, UploadParser};
-use super::{cdn, faults, fields, AppState};
+use super::{cdn, faults, fields, variants, AppState};
 
 const DEFAULT_PAGE_SIZE: u64 = 10;
 const MAX_PAGE_SIZE: u64 = 100;
@@ -50,7 +50,8 @@ pub fn router(st: Arc<AppState>) -> Router {
             "/api/v1/media-manager/files/{id}",
             get(get_file).patch(update_file).delete(delete_file),
         )
-        .route_layer(from_fn_with_state(st.clone(), auth));
+        .route_layer(from_fn_with_state(st.clone(), auth))
+        .layer(from_fn_with_state(st.clone(), variants::layer));
     let cdn = Router::new().route("/cdn/{upload_id}/{name}", get(cdn::serve));
     // Test hooks change what every client sees (faults) and show its activity (stats):
     // absent unless asked for, and behind the token like the API.
@@ -140,8 +141,8 @@ fn query_map(q: QueryParams) -> HttpResult<HashMap<String, String>> {
         .map_err(|e| HttpError::bad_request(format!("invalid query string: {e}")))
 }
 
-/// `page` (from 1, default 1) and `pageSize` (default 10, clamped to 100).
-fn paging(q: &HashMap<String, String>) -> HttpResult<(u64, u64)> {
+/// `page` (from 1, default 1) and `pageSize` (default 10, clamped to `max`).
+fn paging(q: &HashMap<String, String>, max: u64) -> HttpResult<(u64, u64)> {
     let positive = |name: &str, default: u64| -> HttpResult<u64> {
         match q.get(name) {
             None => Ok(default),
@@ -154,9 +155,9 @@ fn paging(q: &HashMap<String, String>) -> HttpResult<(u64, u64)> {
         }
     };
     let page = positive("page", 1)?;
-    let page_size = positive("pageSize", DEFAULT_PAGE_SIZE)?.min(MAX_PAGE_SIZE);
+    let page_size = positive("pageSize", DEFAULT_PAGE_SIZE)?.min(max);
     // Keep the SQL offset in range.
-    if page > i64::MAX as u64 / MAX_PAGE_SIZE {
+    if page > i64::MAX as u64 / max {
         return Err(HttpError::bad_request("page is too large"));
     }
     Ok((page, page_size))
@@ -344,7 +345,7 @@ fn list_json<T: Serialize>(page: u64, page_size: u64, total: u64, items: Vec<T>)
 
 async fn list_folders(State(st): St, q: QueryParams) -> HttpResult<Response> {
     let q = query_map(q)?;
-    let (page, size) = paging(&q)?;
+    let (page, size) = paging(&q, st.variants.max_page_size(MAX_PAGE_SIZE))?;
     let filter = parent_filter(&q, "parentId");
     let p = st
         .db
@@ -364,9 +365,13 @@ async fn create_folder(State(st): St, body: BodyBytes) -> HttpResult<Response> {
     let m = json_body(body)?;
     let name = folder_name(string_field(&m, "name")?)?;
     let parent = nullable_string(&m, "parentId")?.flatten();
+    let v = st.variants;
     let f = st
         .db
-        .call(move |c| db::insert_folder(c, &name, parent.as_deref()))
+        .call(move |c| {
+            variants::check_folder_name(c, v, &name, parent.as_deref(), None)?;
+            db::insert_folder(c, &name, parent.as_deref())
+        })
         .await?;
     Ok(data(folder_json(&f)))
 }
@@ -380,9 +385,17 @@ async fn update_folder(State(st): St, Id(id): Id, body: BodyBytes) -> HttpResult
         },
         parent_id: nullable_string(&m, "parentId")?,
     };
+    let v = st.variants;
     let f = st
         .db
-        .call(move |c| db::update_folder(c, &id, &patch))
+        .call(move |c| {
+            if let Some(cur) = db::get_folder(c, &id)? {
+                let name = patch.name.as_deref().unwrap_or(&cur.name);
+                let parent = patch.parent_id.clone().unwrap_or(cur.parent_id);
+                variants::check_folder_name(c, v, name, parent.as_deref(), Some(&id))?;
+            }
+            db::update_folder(c, &id, &patch)
+        })
         .await?;
     Ok(data(folder_json(&f)))
 }
@@ -396,7 +409,7 @@ async fn delete_folder(State(st): St, Id(id): Id) -> HttpResult<Response> {
 
 async fn list_files(State(st): St, q: QueryParams) -> HttpResult<Response> {
     let q = query_map(q)?;
-    let (page, size) = paging(&q)?;
+    let (page, size) = paging(&q, st.variants.max_page_size(MAX_PAGE_SIZE))?;
     let filter = parent_filter(&q, "folderId");
     let p = st
         .db
@@ -423,7 +436,18 @@ async fn update_file(State(st): St, Id(id): Id, body: BodyBytes) -> HttpResult<R
         is_private: bool_field(&m, "isPrivate")?,
         folder_id: nullable_string(&m, "folderId")?,
     };
-    let f = st.db.call(move |c| db::update_file(c, &id, &patch)).await?;
+    let v = st.variants;
+    let f = st
+        .db
+        .call(move |c| {
+            if let Some(cur) = db::get_file(c, &id)? {
+                let title = patch.title.as_deref().unwrap_or(&cur.title);
+                let folder = patch.folder_id.clone().unwrap_or(cur.folder_id);
+                variants::check_file_title(c, v, title, folder.as_deref(), Some(&id))?;
+            }
+            db::update_file(c, &id, &patch)
+        })
+        .await?;
     Ok(data(file_json(&st, &f)))
 }
 
@@ -458,7 +482,16 @@ async fn create_file(State(st): St, body: Body) -> HttpResult<Response> {
     st.blobs.commit(&temp, &row.upload_id).await?;
     guard.disarm();
     let insert_row = row.clone();
-    if let Err(e) = st.db.call(move |c| db::insert_file(c, &insert_row)).await {
+    let v = st.variants;
+    let inserted = st
+        .db
+        .call(move |c| {
+            let r = &insert_row;
+            variants::check_file_title(c, v, &r.title, r.folder_id.as_deref(), None)?;
+            db::insert_file(c, r)
+        })
+        .await;
+    if let Err(e) = inserted {
         let _ = st.blobs.remove(&row.upload_id).await;
         return Err(e);
     }

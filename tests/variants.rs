@@ -1,0 +1,374 @@
+//! The client against other plausible shapes of the API (`--api-variant`, see
+//! docs/API-VARIANTS.md): `mediafs probe` reports each shape, `--write` leaves nothing
+//! behind, and one scenario of everyday commands runs on a real mount of each variant the
+//! client handles, checked through the mount and through the API.
+
+mod common;
+mod write_support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use common::*;
+use mediafs::server::{Variant, Variants};
+use serde_json::Value;
+use write_support::*;
+
+fn server(variants: &[Variant]) -> Server {
+    Server::start(|c| {
+        c.seed_sample = true;
+        c.variants = variants
+            .iter()
+            .fold(Variants::none(), |acc, v| acc.with(*v));
+    })
+}
+
+/// Every folder and file id of the library, through the API.
+fn all_ids(srv: &Server) -> BTreeSet<String> {
+    fn walk(srv: &Server, folder: Option<&str>, out: &mut BTreeSet<String>) {
+        for d in srv.remote_folders(folder) {
+            out.insert(d.id.clone());
+            walk(srv, Some(&d.id), out);
+        }
+        out.extend(srv.remote_files(folder).into_iter().map(|f| f.id));
+    }
+    let mut out = BTreeSet::new();
+    walk(srv, None, &mut out);
+    out
+}
+
+/// Runs `mediafs probe --json --write` against `variants`; checks that it leaves the
+/// library as it found it and prints no secret; returns the report.
+fn probe(variants: &[Variant]) -> Value {
+    let srv = server(variants);
+    let before = all_ids(&srv);
+    assert!(before.len() > 5, "the sample library is there");
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let out = Command::new(bin())
+        .args(["probe", "--json", "--write", "--api-url", &srv.url()])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env_remove("MEDIAFS_API_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "probe failed: {stdout}\n{stderr}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(TOKEN), "the token leaked: {text}");
+        assert!(!text.contains("Signature="), "a signed URL leaked: {text}");
+        assert!(!text.contains("/cdn/"), "a signed URL leaked: {text}");
+    }
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let w = &report["write"];
+    assert_eq!(w["leftovers"], Value::Array(vec![]), "{report:#}");
+    assert_eq!(all_ids(&srv), before, "--write left the library changed");
+    let root: Vec<_> = srv
+        .remote_folders(None)
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(
+        !root.iter().any(|n| n.starts_with("mediafs-probe-")),
+        "scratch folder left: {root:?}"
+    );
+    report
+}
+
+#[test]
+fn probe_of_the_default_shape() {
+    let r = probe(&[]);
+    let w = &r["write"];
+    assert_eq!(r["bareLists"], false);
+    assert_eq!(r["wrapped"], false);
+    assert_eq!(r["largestPageSize"], 100);
+    assert_eq!(r["folderFilterHonoured"], true);
+    assert_eq!(r["fileFilterHonoured"], true);
+    assert_eq!(r["fractionalSeconds"], true);
+    assert_eq!(r["fileSizeType"], "number");
+    assert_eq!(r["unauthorizedStatus"], 401);
+    assert_eq!(r["errorKeys"], serde_json::json!(["message", "statusCode"]));
+    assert_eq!(r["rangeWorks"], true);
+    let lifetime = r["signedUrlLifetimeSecs"].as_i64().unwrap();
+    assert!((1..=600).contains(&lifetime), "{lifetime}");
+    assert_eq!(w["createFolderStatus"], 200);
+    assert_eq!(w["createFileStatus"], 200);
+    assert_eq!(w["deleteStatus"], 200);
+    assert_eq!(w["fileMoveHonoured"], true);
+    assert_eq!(w["folderMoveHonoured"], true);
+    assert_eq!(w["uniqueNames"], false);
+}
+
+#[test]
+fn probe_reports_bare_lists() {
+    let r = probe(&[Variant::BareLists]);
+    assert_eq!(r["bareLists"], true, "{r:#}");
+    assert_eq!(r["pagingFields"], serde_json::json!([]));
+    assert_eq!(r["largestPageSize"], Value::Null);
+}
+
+#[test]
+fn probe_reports_wrapped() {
+    let r = probe(&[Variant::Wrapped]);
+    assert_eq!(r["wrapped"], true, "{r:#}");
+    let keys: Vec<_> = r["errorKeys"].as_array().unwrap().iter().collect();
+    for k in ["success", "message", "errors", "requestId"] {
+        assert!(keys.iter().any(|x| *x == k), "{k} in {keys:?}");
+    }
+}
+
+#[test]
+fn probe_reports_ignore_filters() {
+    let r = probe(&[Variant::IgnoreFilters]);
+    assert_eq!(r["folderFilterHonoured"], false, "{r:#}");
+    assert_eq!(r["fileFilterHonoured"], false);
+}
+
+#[test]
+fn probe_reports_created_201_and_delete_204() {
+    let r = probe(&[Variant::Created201, Variant::Delete204]);
+    let w = &r["write"];
+    assert_eq!(w["createFolderStatus"], 201, "{r:#}");
+    assert_eq!(w["createFileStatus"], 201);
+    assert_eq!(w["deleteStatus"], 204);
+}
+
+#[test]
+fn probe_reports_page_size_50() {
+    let r = probe(&[Variant::PageSize50]);
+    assert_eq!(r["largestPageSize"], 50, "{r:#}");
+    let fields = r["pagingFields"].as_array().unwrap();
+    assert!(!fields.iter().any(|f| f == "lastPage"), "{fields:?}");
+}
+
+#[test]
+fn probe_reports_no_move() {
+    let r = probe(&[Variant::NoMove]);
+    assert_eq!(r["write"]["fileMoveHonoured"], false, "{r:#}");
+    assert_eq!(r["write"]["folderMoveHonoured"], false);
+}
+
+#[test]
+fn probe_reports_unique_names() {
+    let r = probe(&[Variant::UniqueNames]);
+    assert_eq!(r["write"]["uniqueNames"], true, "{r:#}");
+    assert_eq!(r["write"]["duplicateRenameStatus"], 409);
+    assert_eq!(r["write"]["duplicateCreateStatus"], 409);
+}
+
+#[test]
+fn probe_reports_strict_timestamps() {
+    let r = probe(&[Variant::StrictTimestamps]);
+    assert_eq!(r["fractionalSeconds"], false, "{r:#}");
+    assert_eq!(r["fileSizeType"], "string");
+}
+
+#[test]
+fn probe_without_write_changes_nothing_and_prints_no_secret() {
+    let srv = server(&[]);
+    let before = all_ids(&srv);
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    srv.reset_stats();
+    let out = Command::new(bin())
+        .args(["probe", "--api-url", &srv.url()])
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("filters honoured:      folders yes, files yes"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(TOKEN) && !text.contains("Signature="),
+        "{text}"
+    );
+    assert_eq!(all_ids(&srv), before);
+    let by_route = srv.stats()["byRoute"].clone();
+    for (route, _) in by_route.as_object().unwrap() {
+        assert!(route.starts_with("GET "), "a read-only probe sent {route}");
+    }
+}
+
+#[test]
+fn probe_with_a_wrong_token_fails_clearly() {
+    let srv = server(&[Variant::Wrapped]);
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, "kpt_not-the-right-one").unwrap();
+    let out = Command::new(bin())
+        .args(["probe", "--write", "--api-url", &srv.url()])
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(stderr.contains("refused the token (HTTP 401)"), "{stderr}");
+    assert!(!stderr.contains("kpt_not-the-right-one"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+// ---------------------------------------------------------------- mounts
+
+/// Everyday commands on a mount, each result checked through the mount and the API.
+fn everyday_commands(variants: &[Variant]) {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(variants);
+    let src = srv.put_folder(None, "src");
+    let dst = srv.put_folder(None, "dst");
+    let a_bytes = pseudo_random(300_000, 1);
+    srv.put_file(Some(&src), "a.bin", &a_bytes);
+    // More entries than two pages of 50.
+    let many = srv.put_folder(None, "many");
+    for i in 0..120 {
+        srv.put_file(
+            Some(&many),
+            &format!("f{i:03}"),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let m = Mount::new(&srv, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // Browse and read.
+    let top = sh(m.path(), "ls");
+    assert!(
+        top.lines().any(|l| l == "src") && top.lines().any(|l| l == "dst"),
+        "{top}"
+    );
+    assert_eq!(sh(m.path(), "ls src"), "a.bin\n");
+    assert_eq!(sha256_file(&m.p("src/a.bin")), sha256(&a_bytes));
+    let listed = sh(m.path(), "ls many");
+    let want: Vec<String> = (0..120).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want);
+    assert_eq!(sh(m.path(), "cat many/f077"), "77\n");
+
+    // cp in, then overwrite.
+    let new1 = write_random_file(&w.join("new1"), 200_000, 2);
+    sh(m.path(), &format!("cp {}/new1 src/new.bin", w.display()));
+    assert!(wait_landed(&srv, Some(&src), "new.bin", &new1, 30));
+    let new2 = write_random_file(&w.join("new2"), 150_000, 3);
+    sh(m.path(), &format!("cp {}/new2 src/new.bin", w.display()));
+    assert!(wait_landed(&srv, Some(&src), "new.bin", &new2, 30));
+    assert_eq!(sha256_file(&m.p("src/new.bin")), new2);
+
+    // mv within a folder, across folders, onto a name.
+    sh(m.path(), "mv src/new.bin src/renamed.bin");
+    assert_eq!(
+        remote_sha256(&srv, &remote_file(&srv, Some(&src), "renamed.bin").id),
+        new2
+    );
+    assert!(remote_files_named(&srv, Some(&src), "new.bin").is_empty());
+    sh(m.path(), "mv src/renamed.bin dst/moved.bin");
+    assert_eq!(
+        remote_sha256(&srv, &remote_file(&srv, Some(&dst), "moved.bin").id),
+        new2
+    );
+    assert!(remote_files_named(&srv, Some(&src), "renamed.bin").is_empty());
+    sh(m.path(), "echo victim > dst/target.txt");
+    assert!(wait_landed(
+        &srv,
+        Some(&dst),
+        "target.txt",
+        &sha256(b"victim\n"),
+        30
+    ));
+    sh(m.path(), "mv dst/moved.bin dst/target.txt");
+    assert!(wait_landed(&srv, Some(&dst), "target.txt", &new2, 30));
+    assert_eq!(sh(m.path(), "ls dst"), "target.txt\n");
+    assert_eq!(srv.remote_files(Some(&dst)).len(), 1);
+    assert_eq!(sha256_file(&m.p("dst/target.txt")), new2);
+
+    // rm.
+    sh(m.path(), "rm dst/target.txt");
+    assert!(srv.remote_files(Some(&dst)).is_empty());
+    assert_eq!(sh(m.path(), "ls dst"), "");
+
+    // mkdir -p and rmdir.
+    sh(m.path(), "mkdir -p x/y/z");
+    let x = remote_folder(&srv, None, "x");
+    let y = remote_folder(&srv, Some(&x.id), "y");
+    remote_folder(&srv, Some(&y.id), "z");
+    sh(m.path(), "rmdir x/y/z x/y");
+    assert!(srv.remote_folders(Some(&x.id)).is_empty());
+    assert_eq!(sh(m.path(), "ls x"), "");
+
+    // mv of a directory across folders.
+    sh(m.path(), "mkdir mvd && echo hi > mvd/f.txt && mv mvd dst/");
+    let mvd = remote_folder(&srv, Some(&dst), "mvd");
+    assert_eq!(
+        srv.remote_bytes(&remote_file(&srv, Some(&mvd.id), "f.txt").id),
+        b"hi\n"
+    );
+    assert!(!srv.remote_folders(None).iter().any(|f| f.name == "mvd"));
+    assert_eq!(sh(m.path(), "cat dst/mvd/f.txt"), "hi\n");
+
+    // rsync -a of a small tree.
+    let tree = w.join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    write_random_file(&tree.join("one.bin"), 70_000, 4);
+    write_random_file(&tree.join("sub/two.bin"), 1, 5);
+    write_random_file(&tree.join("sub/deeper/three.bin"), 123_457, 6);
+    std::fs::write(tree.join("empty"), b"").unwrap();
+    sh(m.path(), &format!("rsync -a {}/ r/", tree.display()));
+    sh(m.path(), &format!("diff -r {} r", tree.display()));
+    let r = remote_folder(&srv, None, "r");
+    assert_eq!(remote_tree(&srv, Some(&r.id)), local_tree(&tree));
+
+    // The tree, through the API and through the mount, after all that.
+    for dir in ["src", "dst", "x", "r"] {
+        let id = remote_folder(&srv, None, dir).id;
+        assert_eq!(remote_tree(&srv, Some(&id)), local_tree(&m.p(dir)), "{dir}");
+    }
+}
+
+#[test]
+fn everyday_commands_on_the_default_shape() {
+    everyday_commands(&[]);
+}
+
+#[test]
+fn everyday_commands_with_bare_lists() {
+    everyday_commands(&[Variant::BareLists]);
+}
+
+#[test]
+fn everyday_commands_with_wrapped_answers() {
+    everyday_commands(&[Variant::Wrapped]);
+}
+
+#[test]
+fn everyday_commands_with_created_201_and_delete_204() {
+    everyday_commands(&[Variant::Created201, Variant::Delete204]);
+}
+
+#[test]
+fn everyday_commands_with_page_size_50() {
+    everyday_commands(&[Variant::PageSize50]);
+}
+
+#[test]
+fn everyday_commands_with_strict_timestamps() {
+    everyday_commands(&[Variant::StrictTimestamps]);
+}
+
+/// Moves across folders fall back to copy + delete (EXDEV from the client).
+#[test]
+fn everyday_commands_with_no_move() {
+    everyday_commands(&[Variant::NoMove]);
+}
+
+#[test]
+fn everyday_commands_with_ignore_filters() {
+    everyday_commands(&[Variant::IgnoreFilters]);
+}
