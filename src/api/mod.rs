@@ -2,13 +2,15 @@
 //! filesystem core can be tested without HTTP, and its HTTP implementation.
 //!
 //! - [`types`]: serde wire types (tolerant of unknown and missing fields);
-//! - [`error`]: the one error type and the status → errno table;
-//! - [`http`]: the reqwest implementation (paging, retries, streaming uploads, Range reads);
-//! - [`retry`]: the backoff policy;
-//! - [`upload`]: the streaming JSON + base64 body of Create File.
+//! - [`error`]: the one error type, the status → errno table and what is transient;
+//! - [`http`]: the reqwest implementation (paging, CDN reads, uploads);
+//! - [`retry`]: the backoff policy and the one retry loop;
+//! - [`upload`]: the streaming JSON + base64 body of Create File;
+//! - `mock` (tests only): an in-memory library.
 
 pub mod error;
 pub mod http;
+#[cfg(test)]
 pub mod mock;
 pub mod retry;
 pub mod types;
@@ -25,8 +27,9 @@ pub use types::{FileUpdate, Folder, FolderUpdate, MediaFile, NewFile, Parent, Up
 
 /// The ten operations of the Media Manager API plus the byte read from a signed URL.
 ///
-/// Implementations retry transient failures themselves (bounded); an error returned here
-/// is final for this call.
+/// The HTTP implementation retries transient failures itself (bounded) before it returns an
+/// error; callers that retry more (the upload queue) use [`retry::RetryPolicy`] and
+/// [`ApiError::is_transient`], the same policy and the same notion of transient.
 #[async_trait]
 pub trait MediaClient: Send + Sync + 'static {
     /// Get Folders, all pages, children of `parent`.
