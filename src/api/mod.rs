@@ -6,9 +6,12 @@
 //! - [`http`]: the reqwest implementation (paging, CDN reads, uploads);
 //! - [`retry`]: the backoff policy and the one retry loop;
 //! - [`upload`]: the streaming JSON + base64 body of Create File;
-//! - `mock` (tests only): an in-memory library.
+//! - `mock`, `faulty` (tests only): an in-memory library, and a wrapper that injects
+//!   failures into any client and counts its calls.
 
 pub mod error;
+#[cfg(test)]
+pub mod faulty;
 pub mod http;
 #[cfg(test)]
 pub mod mock;
