@@ -7,8 +7,12 @@
 //! - [`retry`]: the backoff policy and the one retry loop;
 //! - [`upload`]: the streaming JSON + base64 body of Create File;
 //! - `mock`, `faulty` (tests only): an in-memory library, and a wrapper that injects
-//!   failures into any client and counts its calls.
+//!   failures into any client and counts its calls;
+//! - `contract` (tests only): the behaviour the mock and the HTTP client with the embedded
+//!   server must share, run against both.
 
+#[cfg(test)]
+mod contract;
 pub mod error;
 #[cfg(test)]
 pub mod faulty;
