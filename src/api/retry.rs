@@ -277,4 +277,46 @@ mod tests {
         assert_eq!(r.unwrap_err().kind, ApiErrorKind::NotFound);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
+
+    #[tokio::test]
+    async fn an_ambiguous_failure_is_not_retried_even_if_transient() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = run(&fast(), "t", |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(Failure::ambiguous(ApiError::new(
+                    ApiErrorKind::Transport,
+                    "reset after sending",
+                )))
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().kind, ApiErrorKind::Transport);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn policy_run_retries_what_is_transient_for_callers_above_the_client() {
+        let calls = AtomicU32::new(0);
+        let r = fast()
+            .run("t", |n| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match n {
+                        1 => Err(ApiError::new(ApiErrorKind::Server, "503")),
+                        _ => Ok(n),
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 2);
+        let r: Result<(), _> = fast()
+            .run("t", |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(ApiError::new(ApiErrorKind::Conflict, "409")) }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().kind, ApiErrorKind::Conflict);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "the 409 was not retried");
+    }
 }
