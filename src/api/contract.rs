@@ -432,3 +432,158 @@ async fn errors_never_carry_the_token(b: &Backend) {
     assert_eq!(errs[0].kind, ApiErrorKind::NotFound);
     assert_eq!(errs[1].kind, ApiErrorKind::NotFound);
 }
+
+contract!(rejections_and_unknown_ids);
+async fn rejections_and_unknown_ids(b: &Backend) {
+    let c = &b.client;
+    let a = c.create_folder("a", None).await.unwrap();
+    let fb = c.create_folder("b", Some(&a.id)).await.unwrap();
+    let fc = c.create_folder("c", Some(&fb.id)).await.unwrap();
+
+    // Moving a folder into itself or a descendant.
+    for target in [&a.id, &fb.id, &fc.id] {
+        let e = c
+            .update_folder(
+                &a.id,
+                &FolderUpdate {
+                    parent_id: Some(Some(target.clone())),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ApiErrorKind::InvalidInput, "target {target}: {e}");
+    }
+    // Non-empty folder: a sub-folder, then a file.
+    let e = c.delete_folder(&fb.id).await.unwrap_err();
+    assert_eq!((e.kind, e.status), (ApiErrorKind::Conflict, Some(409)));
+    c.delete_folder(&fc.id).await.unwrap();
+    let f = b.upload("x", Some(&fb.id), b"x").await;
+    assert_eq!(
+        c.delete_folder(&fb.id).await.unwrap_err().kind,
+        ApiErrorKind::Conflict
+    );
+    c.delete_file(&f.id).await.unwrap();
+    c.delete_folder(&fb.id).await.unwrap();
+
+    // Unknown ids.
+    for e in [
+        c.get_folder("nope").await.unwrap_err(),
+        c.delete_folder("nope").await.unwrap_err(),
+        c.create_folder("x", Some("nope")).await.unwrap_err(),
+        c.update_folder("nope", &FolderUpdate::default())
+            .await
+            .unwrap_err(),
+        c.get_file("nope").await.unwrap_err(),
+        c.delete_file(&f.id).await.unwrap_err(),
+        c.update_file(&f.id, &FileUpdate::default())
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(
+            (e.kind, e.status),
+            (ApiErrorKind::NotFound, Some(404)),
+            "{e}"
+        );
+    }
+    let g = b.upload("g", None, b"g").await;
+    let e = c
+        .update_file(
+            &g.id,
+            &FileUpdate {
+                folder_id: Some(Some("nope".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ApiErrorKind::NotFound, "{e}");
+    // A filter on an unknown folder matches nothing (no 404).
+    let unknown = Parent::Folder("nope".into());
+    assert!(c.list_folders(&unknown).await.unwrap().is_empty());
+    assert!(c.list_files(&unknown).await.unwrap().is_empty());
+    assert_eq!(
+        c.create_folder("", None).await.unwrap_err().kind,
+        ApiErrorKind::InvalidInput
+    );
+}
+
+contract!(file_fields_and_ranges);
+async fn file_fields_and_ranges(b: &Backend) {
+    let c = &b.client;
+    let dir = c.create_folder("d", None).await.unwrap();
+    let bytes = random_bytes(10_000, 3);
+    let path = b.tmp.path().join("content");
+    std::fs::write(&path, &bytes).unwrap();
+
+    // Without a title, the title is the file name.
+    let untitled = c
+        .create_file(
+            &NewFile {
+                title: None,
+                ..new_file("photo.jpg", Some(&dir.id))
+            },
+            &path,
+        )
+        .await
+        .unwrap();
+    assert_eq!(untitled.title.as_deref(), Some("photo.jpg"));
+    assert_eq!(untitled.size(), bytes.len() as u64);
+    let titled = c
+        .create_file(
+            &NewFile {
+                title: Some("Holiday".into()),
+                ..new_file("h.png", None)
+            },
+            &path,
+        )
+        .await
+        .unwrap();
+    assert_eq!(titled.title.as_deref(), Some("Holiday"));
+    assert_eq!(titled.upload.as_ref().unwrap().file_name, "h.png");
+
+    // Ranges: inside, across the end, past the end.
+    let url = c.get_file(&untitled.id).await.unwrap();
+    let url = url.url().unwrap();
+    let mid = c.read_range(url, 4000, 100).await.unwrap();
+    assert_eq!(sha(&mid), sha(&bytes[4000..4100]));
+    let tail = c.read_range(url, 9990, 100).await.unwrap();
+    assert_eq!(sha(&tail), sha(&bytes[9990..]));
+    assert!(c.read_range(url, 20_000, 10).await.unwrap().is_empty());
+
+    // Update: title and flags; fileName never changes; updatedAt moves on.
+    let upd = c
+        .update_file(
+            &untitled.id,
+            &FileUpdate {
+                title: Some("renamed".into()),
+                is_favorite: Some(true),
+                folder_id: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(upd.title.as_deref(), Some("renamed"));
+    assert_eq!(upd.is_favorite, Some(true));
+    assert_eq!(upd.folder_id, None);
+    assert_eq!(upd.upload.as_ref().unwrap().file_name, "photo.jpg");
+    assert!(upd.updated_at >= untitled.updated_at);
+    assert!(c
+        .list_files(&Parent::Folder(dir.id.clone()))
+        .await
+        .unwrap()
+        .is_empty());
+    let at_root: Vec<String> = c
+        .list_files(&Parent::Root)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    let mut want = vec![untitled.id.clone(), titled.id.clone()];
+    let mut got = at_root.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+}
