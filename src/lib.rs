@@ -11,8 +11,8 @@ pub mod api;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
-pub mod probe;
 pub mod private_files;
+pub mod probe;
 pub mod server;
 
 /// Logs go to stderr (foreground) or to `file` (background daemon). `RUST_LOG` or

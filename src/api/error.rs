@@ -1,4 +1,5 @@
-//! The client's one error type and its errno mapping (the table in `media-manager-api.md`).
+//! The client's one error type, its errno mapping (status → errno as documented in
+//! SEMANTICS.md) and the one definition of a transient failure.
 //!
 //! Messages never hold a token or a signed URL: everything that goes into one passes
 //! through [`scrub`].
@@ -28,7 +29,9 @@ pub enum ApiErrorKind {
     Transport,
     /// 403 from a signed URL: it expired or was altered. Refresh the URL and retry.
     UrlExpired,
-    /// The service answered 2xx with a body we could not understand.
+    /// The service answered 2xx with a body we could not understand, or one that breaks the
+    /// protocol: larger than the client's cap, or a listing that repeats or exceeds what its
+    /// first page announced.
     Decode,
     /// A local failure (reading the file to upload, for example).
     Local,
@@ -105,8 +108,8 @@ impl ApiError {
         }
     }
 
-    /// True for failures that another attempt may cure (used by retry loops above the client,
-    /// such as the background upload queue).
+    /// True for failures that another attempt may cure. The one place that decides it: the
+    /// client's retry loop and the retry loops above it (the upload queue) all ask here.
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,

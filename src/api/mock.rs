@@ -1,7 +1,7 @@
 //! An in-memory [`MediaClient`] for unit tests of the filesystem core.
 //!
-//! It follows the contract of `media-manager-api.md` (filters, 404/409 cases, signed URLs
-//! that expire) without HTTP, and adds what tests need on top: out-of-band changes (as
+//! It behaves as the embedded server does (filters, 404/409 cases, signed URLs that expire;
+//! `crate::api::contract` runs the same cases against both) without HTTP, and adds what tests need on top: out-of-band changes (as
 //! another user of the library would make), per-operation call counters, fault injection,
 //! an offline switch and artificial latency.
 //!

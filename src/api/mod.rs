@@ -2,16 +2,25 @@
 //! filesystem core can be tested without HTTP, and its HTTP implementation.
 //!
 //! - [`types`]: serde wire types (tolerant of unknown and missing fields);
-//! - [`error`]: the one error type and the status → errno table;
+//! - [`error`]: the one error type, the status → errno table and what is transient;
 //! - [`filter`]: keeping one folder's objects out of a list answer;
-//! - [`http`]: the reqwest implementation (paging, retries, streaming uploads, Range reads);
-//! - [`moves`]: detecting a service that ignores moves;
-//! - [`retry`]: the backoff policy;
-//! - [`upload`]: the streaming JSON + base64 body of Create File.
+//! - [`http`]: the reqwest implementation (paging, CDN reads, uploads);
+//! - [`moves`]: detecting a service that ignores moves (EXDEV, so `mv` copies);
+//! - [`retry`]: the backoff policy and the one retry loop;
+//! - [`upload`]: the streaming JSON + base64 body of Create File;
+//! - `mock`, `faulty` (tests only): an in-memory library, and a wrapper that injects
+//!   failures into any client and counts its calls;
+//! - `contract` (tests only): the behaviour the mock and the HTTP client with the embedded
+//!   server must share, run against both.
 
+#[cfg(test)]
+mod contract;
 pub mod error;
+#[cfg(test)]
+pub mod faulty;
 pub mod filter;
 pub mod http;
+#[cfg(test)]
 pub mod mock;
 pub mod moves;
 pub mod retry;
@@ -29,8 +38,9 @@ pub use types::{FileUpdate, Folder, FolderUpdate, MediaFile, NewFile, Parent, Up
 
 /// The ten operations of the Media Manager API plus the byte read from a signed URL.
 ///
-/// Implementations retry transient failures themselves (bounded); an error returned here
-/// is final for this call.
+/// The HTTP implementation retries transient failures itself (bounded) before it returns an
+/// error; callers that retry more (the upload queue) use [`retry::RetryPolicy`] and
+/// [`ApiError::is_transient`], the same policy and the same notion of transient.
 #[async_trait]
 pub trait MediaClient: Send + Sync + 'static {
     /// Get Folders, all pages, children of `parent`.

@@ -33,6 +33,29 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    pub fn new(max_attempts: u32, base: Duration, max: Duration) -> Self {
+        RetryPolicy {
+            max_attempts: max_attempts.max(1),
+            base,
+            max,
+        }
+    }
+
+    /// Runs `op(n)` (n = 1, 2, …) with this policy: retried while its error is transient
+    /// ([`ApiError::is_transient`]) and attempts remain. For retries above the client (the
+    /// client retries its own calls already); `what` names the operation in log lines.
+    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, ApiError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        run(self, what, |n| {
+            let fut = op(n);
+            async move { fut.await.map_err(Failure::new) }
+        })
+        .await
+    }
+
     /// Delay before the retry that follows failed attempt number `attempt` (1-based).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(after) = retry_after {
@@ -54,43 +77,60 @@ impl RetryPolicy {
     }
 }
 
-/// A failed attempt: the error, and whether another attempt may cure it.
+/// A failed attempt: the error, and what the retry loop needs to know beyond it.
+///
+/// Whether a failure is worth another attempt is decided by [`ApiError::is_transient`] alone;
+/// `ambiguous` only vetoes a retry that could apply a request twice.
 #[derive(Debug)]
 pub struct Failure {
     pub error: ApiError,
-    pub retryable: bool,
+    /// The request may already have been applied and repeating it is not harmless (a
+    /// non-idempotent call that timed out or lost its connection after sending): never
+    /// retried, whatever the error.
+    pub ambiguous: bool,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
 }
 
 impl Failure {
-    /// A failure that no further attempt will cure (most 4xx, decode errors).
-    pub fn fatal(error: ApiError) -> Self {
+    /// A failed attempt that is retried if its error is transient.
+    pub fn new(error: ApiError) -> Self {
         Failure {
             error,
-            retryable: false,
+            ambiguous: false,
             retry_after: None,
         }
     }
 
-    /// A failure worth another attempt (429, 5xx, timeouts, resets, truncated bodies).
-    pub fn transient(error: ApiError, retry_after: Option<Duration>) -> Self {
+    /// A failed attempt that may have been applied: not retried.
+    pub fn ambiguous(error: ApiError) -> Self {
         Failure {
-            error,
-            retryable: true,
-            retry_after,
+            ambiguous: true,
+            ..Failure::new(error)
         }
+    }
+
+    pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// Whether another attempt may cure it.
+    pub fn retryable(&self) -> bool {
+        !self.ambiguous && self.error.is_transient()
     }
 }
 
 impl From<ApiError> for Failure {
     fn from(error: ApiError) -> Self {
-        Failure::fatal(error)
+        Failure::new(error)
     }
 }
 
-/// Runs `attempt(n)` (n = 1, 2, …) until it succeeds, fails fatally, or the policy's attempts
-/// are used up; then returns the last error. `what` names the call in log lines.
+/// Runs `attempt(n)` (n = 1, 2, …) until it succeeds, fails for good (see
+/// [`Failure::retryable`]), or the policy's attempts are used up; then returns the last
+/// error. `what` names the call in log lines. This is the one retry loop of the client;
+/// callers above it use [`RetryPolicy::run`].
 pub async fn run<T, F, Fut>(policy: &RetryPolicy, what: &str, mut attempt: F) -> Result<T, ApiError>
 where
     F: FnMut(u32) -> Fut,
@@ -101,8 +141,8 @@ where
     loop {
         match attempt(n).await {
             Ok(v) => return Ok(v),
-            Err(f) if !f.retryable || n >= max => {
-                if f.retryable {
+            Err(f) if !f.retryable() || n >= max => {
+                if f.retryable() {
                     tracing::debug!(call = what, attempts = n, error = %f.error, "giving up");
                 }
                 return Err(f.error);
@@ -199,9 +239,8 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n < 3 {
-                    Err(Failure::transient(
+                    Err(Failure::new(
                         ApiError::new(ApiErrorKind::Server, "boom").with_status(503),
-                        None,
                     ))
                 } else {
                     Ok(n)
@@ -219,10 +258,10 @@ mod tests {
         let r: Result<(), _> = run(&fast(), "t", |_| {
             calls.fetch_add(1, Ordering::SeqCst);
             async {
-                Err(Failure::transient(
-                    ApiError::new(ApiErrorKind::RateLimited, "slow down"),
-                    None,
-                ))
+                Err(Failure::new(ApiError::new(
+                    ApiErrorKind::RateLimited,
+                    "slow down",
+                )))
             }
         })
         .await;
@@ -237,5 +276,47 @@ mod tests {
         .await;
         assert_eq!(r.unwrap_err().kind, ApiErrorKind::NotFound);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_failure_is_not_retried_even_if_transient() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = run(&fast(), "t", |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(Failure::ambiguous(ApiError::new(
+                    ApiErrorKind::Transport,
+                    "reset after sending",
+                )))
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().kind, ApiErrorKind::Transport);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn policy_run_retries_what_is_transient_for_callers_above_the_client() {
+        let calls = AtomicU32::new(0);
+        let r = fast()
+            .run("t", |n| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match n {
+                        1 => Err(ApiError::new(ApiErrorKind::Server, "503")),
+                        _ => Ok(n),
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 2);
+        let r: Result<(), _> = fast()
+            .run("t", |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(ApiError::new(ApiErrorKind::Conflict, "409")) }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().kind, ApiErrorKind::Conflict);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "the 409 was not retried");
     }
 }

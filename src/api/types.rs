@@ -1,4 +1,4 @@
-//! Wire types of the Media Manager API (see `media-manager-api.md`).
+//! Wire types of the Media Manager API (as openapi.yaml describes them).
 //!
 //! Tolerant by design: unknown fields are ignored, everything not strictly needed is
 //! optional, both list envelopes (paged and bare `{"data": [...]}`) are accepted, envelope

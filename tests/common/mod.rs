@@ -260,6 +260,17 @@ impl Mount {
         work: tempfile::TempDir,
         cache_dir: PathBuf,
     ) -> Mount {
+        Self::with_url(&server.url(), extra, work, cache_dir)
+    }
+
+    /// Mounts whatever service answers at `url` (one that is not the embedded server).
+    pub fn at_url(url: &str, extra: &[&str]) -> Mount {
+        let work = tempfile::tempdir().unwrap();
+        let cache_dir = work.path().join("cache");
+        Self::with_url(url, extra, work, cache_dir)
+    }
+
+    fn with_url(url: &str, extra: &[&str], work: tempfile::TempDir, cache_dir: PathBuf) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let token_file = work.path().join("token");
         std::fs::write(&token_file, TOKEN).unwrap();
@@ -268,7 +279,7 @@ impl Mount {
             "mount".into(),
             dir.path().display().to_string(),
             "--api-url".into(),
-            server.url(),
+            url.to_string(),
             "--token-file".into(),
             token_file.display().to_string(),
             "--cache-dir".into(),

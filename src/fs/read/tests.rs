@@ -1,22 +1,19 @@
-//! Tests of the read path against the in-memory [`MockClient`], wrapped in a [`Recorder`]
-//! that logs every ranged request and can fail or slow down chosen ones deterministically.
+//! Tests of the read path against the in-memory [`MockClient`], wrapped in a
+//! [`FaultyClient`] that logs every ranged request and fails or slows down chosen ones
+//! deterministically.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use super::urls::{now_unix_ms, parse_expires};
 use super::*;
+use crate::api::faulty::{FaultyClient, Inject, Op};
 use crate::api::mock::MockClient;
-use crate::api::{
-    ApiError, ApiResult, FileUpdate, Folder, FolderUpdate, MediaFile, NewFile, Parent,
-};
+use crate::api::MediaFile;
 
 const KIB: u64 = 1 << 10;
 
@@ -35,40 +32,25 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// Requests starting at these offsets fail (once each) with a server error, or are delayed.
 #[derive(Default)]
-struct RecorderState {
-    /// `(offset, len)` of every `read_range`, in call order.
-    ranges: Vec<(u64, u64)>,
-    url_expired: usize,
-    /// Requests starting at these offsets fail (once each) with a server error.
+struct RangeFaults {
     fail_at: HashSet<u64>,
-    /// Requests starting at these offsets are delayed this long.
     slow_at: HashMap<u64, Duration>,
 }
 
-/// A `MediaClient` that delegates to a `MockClient` and records the ranged requests.
-struct Recorder {
-    mock: Arc<MockClient>,
-    state: Mutex<RecorderState>,
+/// What the tests ask of the recorded ranged requests.
+trait Fetched {
+    fn fetched_bytes(&self) -> u64;
+    /// Block indexes fetched, one entry per block per request.
+    fn fetched_blocks(&self, bs: u64) -> Vec<u64>;
 }
 
-impl Recorder {
-    fn new(mock: Arc<MockClient>) -> Arc<Recorder> {
-        Arc::new(Recorder {
-            mock,
-            state: Mutex::default(),
-        })
-    }
-
-    fn ranges(&self) -> Vec<(u64, u64)> {
-        self.state.lock().unwrap().ranges.clone()
-    }
-
+impl Fetched for FaultyClient {
     fn fetched_bytes(&self) -> u64 {
         self.ranges().iter().map(|r| r.1).sum()
     }
 
-    /// Block indexes fetched, one entry per block per request.
     fn fetched_blocks(&self, bs: u64) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .ranges()
@@ -80,69 +62,37 @@ impl Recorder {
     }
 }
 
-#[async_trait]
-impl MediaClient for Recorder {
-    async fn list_folders(&self, parent: &Parent) -> ApiResult<Vec<Folder>> {
-        self.mock.list_folders(parent).await
-    }
-    async fn get_folder(&self, id: &str) -> ApiResult<Folder> {
-        self.mock.get_folder(id).await
-    }
-    async fn create_folder(&self, name: &str, parent_id: Option<&str>) -> ApiResult<Folder> {
-        self.mock.create_folder(name, parent_id).await
-    }
-    async fn update_folder(&self, id: &str, update: &FolderUpdate) -> ApiResult<Folder> {
-        self.mock.update_folder(id, update).await
-    }
-    async fn delete_folder(&self, id: &str) -> ApiResult<()> {
-        self.mock.delete_folder(id).await
-    }
-    async fn list_files(&self, folder: &Parent) -> ApiResult<Vec<MediaFile>> {
-        self.mock.list_files(folder).await
-    }
-    async fn get_file(&self, id: &str) -> ApiResult<MediaFile> {
-        self.mock.get_file(id).await
-    }
-    async fn create_file(&self, meta: &NewFile, content: &Path) -> ApiResult<MediaFile> {
-        self.mock.create_file(meta, content).await
-    }
-    async fn update_file(&self, id: &str, update: &FileUpdate) -> ApiResult<MediaFile> {
-        self.mock.update_file(id, update).await
-    }
-    async fn delete_file(&self, id: &str) -> ApiResult<()> {
-        self.mock.delete_file(id).await
-    }
-    async fn read_range(&self, url: &str, offset: u64, len: u64) -> ApiResult<Bytes> {
-        let (fail, delay) = {
-            let mut st = self.state.lock().unwrap();
-            st.ranges.push((offset, len));
-            (st.fail_at.remove(&offset), st.slow_at.get(&offset).copied())
-        };
-        if let Some(d) = delay {
-            tokio::time::sleep(d).await;
-        }
-        if fail {
-            return Err(ApiError::new(ApiErrorKind::Server, "injected failure").with_status(503));
-        }
-        let r = self.mock.read_range(url, offset, len).await;
-        if matches!(&r, Err(e) if e.kind == ApiErrorKind::UrlExpired) {
-            self.state.lock().unwrap().url_expired += 1;
-        }
-        r
-    }
-}
-
 struct Setup {
     mock: Arc<MockClient>,
-    rec: Arc<Recorder>,
+    rec: Arc<FaultyClient>,
+    faults: Arc<Mutex<RangeFaults>>,
     reader: Arc<Reader>,
 }
 
 fn setup(config: ReadConfig) -> Setup {
     let mock = MockClient::new();
-    let rec = Recorder::new(Arc::clone(&mock));
+    let rec = FaultyClient::wrap(mock.clone());
+    let faults = Arc::new(Mutex::new(RangeFaults::default()));
+    let f = Arc::clone(&faults);
+    rec.set_hook(move |call| {
+        let Some((offset, _)) = call.range else {
+            return Inject::pass();
+        };
+        let mut f = f.lock().unwrap();
+        let delay = f.slow_at.get(&offset).copied().unwrap_or_default();
+        if f.fail_at.remove(&offset) {
+            Inject::fail_with(ApiErrorKind::Server).after(delay)
+        } else {
+            Inject::pass().after(delay)
+        }
+    });
     let reader = Reader::new(rec.clone(), config);
-    Setup { mock, rec, reader }
+    Setup {
+        mock,
+        rec,
+        faults,
+        reader,
+    }
 }
 
 impl Setup {
@@ -390,7 +340,7 @@ async fn url_is_refreshed_before_expires_without_a_rejected_request() {
     tokio::time::sleep(Duration::from_millis(wait)).await;
     assert_eq!(&s.reader.read(&h, 50, 10).await.unwrap()[..], &src[50..60]);
     assert_eq!(s.mock.calls("get_file"), 1);
-    assert_eq!(s.rec.state.lock().unwrap().url_expired, 0);
+    assert_eq!(s.rec.errors(Op::ReadRange, ApiErrorKind::UrlExpired), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +387,7 @@ async fn missing_url_is_fetched_on_first_read_and_offer_url_is_used() {
         &s.reader.read(&h, 100, 100).await.unwrap()[..],
         &src[100..200]
     );
-    assert_eq!(s.rec.state.lock().unwrap().url_expired, 0);
+    assert_eq!(s.rec.errors(Op::ReadRange, ApiErrorKind::UrlExpired), 0);
     assert_eq!(s.mock.calls("get_file"), 2);
 }
 
@@ -492,7 +442,7 @@ async fn failed_prefetch_does_not_break_reads() {
     let src = content(8 * MIB, 15);
     let (_, h) = s.add("pf.bin", &src);
     {
-        let mut st = s.rec.state.lock().unwrap();
+        let mut st = s.faults.lock().unwrap();
         // The prefetch of block 1 fails, and slowly, so the next read joins it in flight.
         st.fail_at.insert(MIB);
         st.slow_at.insert(MIB, Duration::from_millis(400));
@@ -511,7 +461,7 @@ async fn failed_prefetch_does_not_break_reads() {
     settle().await;
     let rest = s.read_all_from(&h, MIB + 128 * KIB).await;
     assert_eq!(sha(&rest), sha(&src[(MIB + 128 * KIB) as usize..]));
-    assert!(s.rec.state.lock().unwrap().fail_at.is_empty());
+    assert!(s.faults.lock().unwrap().fail_at.is_empty());
 }
 
 impl Setup {
