@@ -20,11 +20,19 @@ use uuid::Uuid;
 
 use super::staging::{mime_for, Dirs, Location, Sidecar, StagedFile};
 use super::{PendingInfo, UploadTarget, WriteConfig};
+use crate::api::retry::RetryPolicy;
 use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile, NewFile, Parent};
 use crate::fs::error::{Error, Result};
+use crate::fs::readers::OpenReaders;
 
-/// Called when a pending upload lands in the background.
-pub type OnLanded = Box<dyn Fn(&UploadTarget, &MediaFile) + Send + Sync>;
+/// A pending upload that landed in the background: the core points the entry at `file`
+/// and, once nothing holds `staged`, releases it (see [`Uploader::release`]).
+#[derive(Debug)]
+pub struct Landed {
+    pub target: UploadTarget,
+    pub file: MediaFile,
+    pub staged: Arc<StagedFile>,
+}
 
 /// Background uploads running at once (recovery may find many).
 const BACKGROUND_UPLOADS: usize = 2;
@@ -36,7 +44,8 @@ pub struct Uploader {
     dirs: Arc<Dirs>,
     /// Holds `flock` on `<cache_dir>/lock` while open.
     _lock: File,
-    on_landed: OnLanded,
+    landed_tx: tokio::sync::mpsc::UnboundedSender<Landed>,
+    landed_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Landed>>>,
     runtime: Handle,
     me: Weak<Uploader>,
     /// Every staged file alive, for stats and the shutdown report.
@@ -48,15 +57,29 @@ pub struct Uploader {
     inflight: AtomicUsize,
     shutting_down: AtomicBool,
     background_slots: Semaphore,
-    /// Tells whether a replaced remote file is still open for reading: its delete then
-    /// waits (see [`Uploader::take_deferred_delete`]) so readers of the old version are not
-    /// broken mid-read.
-    in_use: Mutex<Option<InUse>>,
-    deferred_deletes: Mutex<std::collections::HashSet<String>>,
+    /// Replaced remote files still open for reading: their delete waits for the last
+    /// reader, so readers of the old version are not broken mid-read.
+    readers: Arc<OpenReaders>,
 }
 
-/// See [`Uploader::set_in_use`].
-pub type InUse = Box<dyn Fn(&str) -> bool + Send + Sync>;
+/// Why a commit failed.
+enum Failed {
+    /// The upload itself failed; the data is kept (`kept`: in the pending area).
+    Upload {
+        err: ApiError,
+        target: UploadTarget,
+        size: u64,
+        kept: bool,
+    },
+    Other(Error),
+}
+
+impl Failed {
+    /// Whether another attempt soon may cure it (decided by the API error alone).
+    fn is_transient(&self) -> bool {
+        matches!(self, Failed::Upload { err, .. } if err.is_transient())
+    }
+}
 
 /// What one commit did.
 struct Committed {
@@ -80,14 +103,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Uploader {
-    /// Creates the cache dirs (0700) and takes the cache dir lock. `on_landed` is called
-    /// from a background task when a pending upload lands later.
+    /// Creates the cache dirs (0700) and takes the cache dir lock. Uploads that land later
+    /// in the background are announced on [`Uploader::take_landed`]; replaced files still
+    /// counted in `readers` are deleted only after their last reader.
     ///
     /// Must be called inside a Tokio runtime: background retries are spawned on it.
     pub fn new(
         client: Arc<dyn MediaClient>,
         config: WriteConfig,
-        on_landed: OnLanded,
+        readers: Arc<OpenReaders>,
     ) -> Result<Arc<Uploader>> {
         let runtime = Handle::try_current().map_err(|_| {
             Error::new(
@@ -113,12 +137,14 @@ impl Uploader {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700))
                 .map_err(|e| io("chmod", d, e))?;
         }
+        let (landed_tx, landed_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new_cyclic(|me| Uploader {
             client,
             config,
             dirs,
             _lock: lock_file,
-            on_landed,
+            landed_tx,
+            landed_rx: Mutex::new(Some(landed_rx)),
             runtime,
             me: me.clone(),
             live: Mutex::new(HashMap::new()),
@@ -127,37 +153,24 @@ impl Uploader {
             inflight: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             background_slots: Semaphore::new(BACKGROUND_UPLOADS),
-            in_use: Mutex::new(None),
-            deferred_deletes: Mutex::new(Default::default()),
+            readers,
         }))
     }
 
-    /// Installs the check "is this remote file open for reading?". A replaced file that is
-    /// still being read is not deleted at commit; its id is kept until
-    /// [`Uploader::take_deferred_delete`] hands it back when the last reader closes.
-    pub fn set_in_use(&self, in_use: InUse) {
-        *lock(&self.in_use) = Some(in_use);
+    /// The uploads that land later in the background, once (for the core's task that
+    /// applies them).
+    pub fn take_landed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Landed>> {
+        lock(&self.landed_rx).take()
     }
 
-    /// True (once) if `id` was replaced while open and its delete waits for the caller,
-    /// which must now delete it (see [`Uploader::delete_replaced_now`]).
-    pub fn take_deferred_delete(&self, id: &str) -> bool {
-        lock(&self.deferred_deletes).remove(id)
-    }
-
-    /// Whether `id` is a replaced file kept only for its readers (listings hide it).
-    pub fn is_deferred_delete(&self, id: &str) -> bool {
-        lock(&self.deferred_deletes).contains(id)
-    }
-
-    /// Deletes a replaced remote file whose delete was deferred.
+    /// Deletes a replaced remote file whose delete was deferred to its last reader.
     pub async fn delete_replaced_now(&self, old: &str) {
         self.delete_replaced_inner(old, old).await;
     }
 
     /// Stages a new, empty file. It is uploaded on commit even if nothing is written to it.
     pub fn stage_new(self: &Arc<Self>, target: UploadTarget) -> Result<Arc<StagedFile>> {
-        let staged = StagedFile::create(&self.dirs, self.me.clone(), target, true, false)?;
+        let staged = StagedFile::create(&self.dirs, target, true, false)?;
         self.add_live(&staged);
         Ok(staged)
     }
@@ -180,7 +193,7 @@ impl Uploader {
         F: FnOnce(Arc<StagedFile>) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        let staged = StagedFile::create(&self.dirs, self.me.clone(), target, truncate, !truncate)?;
+        let staged = StagedFile::create(&self.dirs, target, truncate, !truncate)?;
         self.add_live(&staged);
         if truncate {
             return Ok(staged);
@@ -202,9 +215,47 @@ impl Uploader {
     /// `upload_retry_for`) the data is in the pending area, retried in the background, and
     /// the error is returned so that `close()` reports it.
     pub async fn commit(&self, staged: &StagedFile) -> Result<MediaFile> {
-        self.commit_inner(staged, self.config.upload_retry_for)
+        match self
+            .commit_inner(staged, self.config.upload_retry_for)
             .await
-            .map(|c| c.file)
+        {
+            Ok(c) => Ok(c.file),
+            Err(Failed::Upload {
+                err,
+                target,
+                size,
+                kept,
+            }) => Err(self.commit_error(&target, size, err, kept)),
+            Err(Failed::Other(e)) => Err(e),
+        }
+    }
+
+    /// The user of `staged` is done with it (its last handle closed and the namespace let
+    /// go of it). Explicit, not in `Drop`, because it does I/O: a clean copy's local files
+    /// are removed; one with changes not uploaded goes to the pending area and is retried
+    /// in the background (never dropped).
+    pub fn release(&self, staged: Arc<StagedFile>) {
+        let mut st = staged.lock();
+        st.released = true;
+        if st.discarded || st.registered {
+            return;
+        }
+        if !st.dirty {
+            // Landed (or never changed): the local copy has served its purpose.
+            staged.remove_files(&st);
+            return;
+        }
+        tracing::warn!(
+            file = %st.target.name,
+            size = st.len,
+            "staged file released with changes not uploaded; moving it to the pending area"
+        );
+        if let Err(e) = staged.move_to_pending(&mut st) {
+            tracing::error!("{e}; it stays in the staging dir and is uploaded on the next mount");
+            return;
+        }
+        drop(st);
+        self.register(staged, Duration::ZERO);
     }
 
     /// Retries, in the background, every upload left over by an earlier run: the pending
@@ -225,12 +276,14 @@ impl Uploader {
             if skip(&id) {
                 continue;
             }
-            match StagedFile::open(&self.dirs, self.me.clone(), id, Location::Pending) {
+            match StagedFile::open(&self.dirs, id, Location::Pending) {
                 Ok(staged) => {
                     if !staged.is_dirty() {
-                        // Landed before the crash; drop removes the leftovers.
+                        // Landed before the crash: remove the leftovers.
+                        staged.remove_files(&staged.lock());
                         continue;
                     }
+                    staged.lock().released = true;
                     let target = staged.target();
                     tracing::info!(
                         file = %target.name,
@@ -255,7 +308,11 @@ impl Uploader {
 
     /// Uploads waiting in the pending area, by name.
     pub fn pending(&self) -> Vec<PendingInfo> {
-        let staged: Vec<Arc<StagedFile>> = lock(&self.registry).values().cloned().collect();
+        let staged: Vec<Arc<StagedFile>> = lock(&self.registry)
+            .values()
+            .filter(|s| !s.is_discarded())
+            .cloned()
+            .collect();
         let mut out: Vec<PendingInfo> = staged.iter().map(|s| info_of(s)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -311,29 +368,14 @@ impl Uploader {
     }
 
     fn add_live(&self, staged: &Arc<StagedFile>) {
-        lock(&self.live).insert(staged.id, Arc::downgrade(staged));
+        let mut live = lock(&self.live);
+        // Staged files gone since are swept here, not in a `Drop`.
+        live.retain(|_, w| w.strong_count() > 0);
+        live.insert(staged.id, Arc::downgrade(staged));
     }
 
-    pub(super) fn forget_live(&self, id: Uuid) {
-        lock(&self.live).remove(&id);
-    }
-
-    pub(super) fn unregister(&self, id: Uuid) {
-        // Take the entry out first: dropping it may run `StagedFile::drop`, which locks.
-        let removed = lock(&self.registry).remove(&id);
-        drop(removed);
-    }
-
-    /// A staged file released dirty and moved to the pending area by its `Drop`: reopen it
-    /// and retry it like any pending upload.
-    pub(super) fn adopt_pending(&self, id: Uuid) {
-        match StagedFile::open(&self.dirs, self.me.clone(), id, Location::Pending) {
-            Ok(staged) => {
-                self.add_live(&staged);
-                self.register(staged, Duration::ZERO);
-            }
-            Err(e) => tracing::error!("{e}; the upload is retried on the next mount"),
-        }
+    fn unregister(&self, id: Uuid) {
+        lock(&self.registry).remove(&id);
     }
 
     /// Puts a staged file in the pending registry and starts its background retries.
@@ -349,7 +391,11 @@ impl Uploader {
         tasks.push(task.abort_handle());
     }
 
-    async fn commit_inner(&self, staged: &StagedFile, retry_for: Duration) -> Result<Committed> {
+    async fn commit_inner(
+        &self,
+        staged: &StagedFile,
+        retry_for: Duration,
+    ) -> std::result::Result<Committed, Failed> {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let _busy = Busy(&self.inflight);
         let _serial = staged.commit_lock.lock().await;
@@ -357,11 +403,13 @@ impl Uploader {
         let (target, generation, target_generation, data_path, size, last, maybe_landed) = {
             let st = staged.lock();
             if st.discarded {
-                return Err(Error::new(
-                    libc::ENOENT,
-                    format!("{:?} was deleted while open; not uploaded", st.target.name),
-                )
-                .with_level(Level::DEBUG));
+                return Err(Failed::Other(
+                    Error::new(
+                        libc::ENOENT,
+                        format!("{:?} was deleted while open; not uploaded", st.target.name),
+                    )
+                    .with_level(Level::DEBUG),
+                ));
             }
             (
                 st.target.clone(),
@@ -390,7 +438,7 @@ impl Uploader {
                     uploaded: false,
                 })
             }
-            Some(None) => return self.unchanged(staged, target).await,
+            Some(None) => return self.unchanged(staged, target).await.map_err(Failed::Other),
             None => {}
         }
 
@@ -412,7 +460,12 @@ impl Uploader {
                     "upload: {err}"
                 );
                 let kept = self.keep_pending(staged, &err, ambiguous);
-                return Err(self.commit_error(&target, size, err, kept));
+                return Err(Failed::Upload {
+                    err,
+                    target,
+                    size,
+                    kept,
+                });
             }
         };
         tracing::info!(
@@ -440,6 +493,10 @@ impl Uploader {
             let unregister = st.registered && !st.dirty;
             if unregister {
                 st.registered = false;
+            }
+            if st.released && !st.dirty {
+                // Nobody holds it any more: the local copy has served its purpose.
+                staged.remove_files(&st);
             }
             (st.discarded, unregister)
         };
@@ -498,8 +555,10 @@ impl Uploader {
         ambiguous: &mut bool,
     ) -> std::result::Result<MediaFile, ApiError> {
         let started = Instant::now();
-        let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let policy = quick_retries(retry_for);
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             if *ambiguous {
                 match self.find_landed(target, data, size).await {
                     Ok(Some(f)) => {
@@ -529,12 +588,12 @@ impl Uploader {
             if matches!(err.kind, ApiErrorKind::Transport | ApiErrorKind::Server) {
                 *ambiguous = true;
             }
+            let delay = policy.delay(attempt, None);
             if !(err.is_transient() && started.elapsed() + delay <= retry_for) {
                 return Err(err);
             }
             tracing::debug!(file = %meta.file_name, "upload failed, retrying: {err}");
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -609,10 +668,8 @@ impl Uploader {
     /// Deletes the remote file a commit replaced. A failure leaves two copies (shown as
     /// duplicates), never none, so it is logged, not returned.
     async fn delete_replaced(&self, old: &str, name: &str) {
-        let busy = lock(&self.in_use).as_ref().is_some_and(|f| f(old));
-        if busy {
+        if self.readers.defer_delete_if_open(old) {
             tracing::debug!(file = %name, "old version still open for reading: delete deferred");
-            lock(&self.deferred_deletes).insert(old.to_string());
             return;
         }
         self.delete_replaced_inner(old, name).await;
@@ -621,14 +678,16 @@ impl Uploader {
     async fn delete_replaced_inner(&self, old: &str, name: &str) {
         let started = Instant::now();
         let retry_for = self.config.upload_retry_for;
-        let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let policy = quick_retries(retry_for);
+        let mut attempt = 0;
         loop {
+            attempt += 1;
+            let delay = policy.delay(attempt, None);
             match self.client.delete_file(old).await {
                 Ok(()) => return,
                 Err(e) if e.kind == ApiErrorKind::NotFound => return,
                 Err(e) if e.is_transient() && started.elapsed() + delay <= retry_for => {
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -667,7 +726,7 @@ impl Uploader {
         };
         if spawn {
             if let Some(me) = staged.me.upgrade() {
-                self.register(me, next_delay(&self.config, None, err));
+                self.register(me, next_delay(&self.config, u32::from(err.is_transient())));
             }
         }
         moved
@@ -683,7 +742,7 @@ impl Uploader {
         };
         match err.kind {
             ApiErrorKind::TooLarge => {
-                let every = next_delay(&self.config, None, &err);
+                let every = next_delay(&self.config, 0);
                 tracing::error!(
                     file = %name,
                     size,
@@ -772,7 +831,8 @@ impl Drop for Uploader {
 /// attempts, so it never keeps the uploader (and the cache dir lock) alive.
 async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration) {
     let mut delay = first_delay;
-    let mut previous: Option<Duration> = None;
+    // Transient failures in a row (0 after any other failure).
+    let mut failures = 0u32;
     loop {
         tokio::time::sleep(delay).await;
         let Some(up) = uploader.upgrade() else { return };
@@ -782,6 +842,11 @@ async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration
         let Some(staged) = lock(&up.registry).get(&id).cloned() else {
             return;
         };
+        if staged.is_discarded() {
+            // Unlinked: nothing to upload any more.
+            up.unregister(id);
+            return;
+        }
         let Ok(_slot) = up.background_slots.acquire().await else {
             return;
         };
@@ -790,24 +855,29 @@ async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration
             Ok(done) => {
                 if done.uploaded {
                     tracing::info!(file = %done.target.name, "pending upload landed");
-                    (up.on_landed)(&done.target, &done.file);
+                    // Nobody listening (tests, shutdown): nothing to apply.
+                    let _ = up.landed_tx.send(Landed {
+                        target: done.target,
+                        file: done.file,
+                        staged: staged.clone(),
+                    });
                 }
                 if !staged.lock().registered {
                     return;
                 }
                 // Changed again while uploading: go on.
-                previous = None;
+                failures = 0;
                 delay = min_delay(&up.config);
             }
-            Err(e) => {
-                tracing::debug!("pending upload still failing: {e}");
-                let d = if matches!(e.errno, libc::EIO | libc::EAGAIN) {
-                    backoff(&up.config, previous)
-                } else {
-                    hard_delay(&up.config)
-                };
-                previous = Some(d);
-                delay = d;
+            Err(f) => {
+                match &f {
+                    Failed::Upload { err, .. } => {
+                        tracing::debug!("pending upload still failing: {err}")
+                    }
+                    Failed::Other(e) => tracing::debug!("pending upload still failing: {e}"),
+                }
+                failures = if f.is_transient() { failures + 1 } else { 0 };
+                delay = next_delay(&up.config, failures);
             }
         }
     }
@@ -817,22 +887,30 @@ fn min_delay(config: &WriteConfig) -> Duration {
     (config.upload_retry_for / 12).max(Duration::from_millis(10))
 }
 
-fn backoff(config: &WriteConfig, previous: Option<Duration>) -> Duration {
-    let max = config.upload_retry_for.max(min_delay(config));
-    previous.map_or(min_delay(config), |p| (p * 2).min(max))
-}
-
-fn hard_delay(config: &WriteConfig) -> Duration {
-    config.upload_retry_for * 10
-}
-
-/// Wait before the next background attempt after `err`.
-fn next_delay(config: &WriteConfig, previous: Option<Duration>, err: &ApiError) -> Duration {
-    if err.is_transient() {
-        backoff(config, previous)
-    } else {
-        hard_delay(config)
+/// The shared retry policy, scaled for calls retried within `retry_for` (a commit, the
+/// delete of a replaced file): first delays of a tenth of it (10 ms to 1 s), at most 10 s.
+fn quick_retries(retry_for: Duration) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: u32::MAX,
+        base: (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        max: Duration::from_secs(10),
     }
+}
+
+/// Wait before the next background attempt after `transient` failures in a row (0: the
+/// last failure was not transient). Transient failures back off with the shared policy
+/// (from `upload_retry_for / 12`, up to `upload_retry_for`); anything else waits
+/// `10 × upload_retry_for`, so a file the service will not take does not hammer it.
+fn next_delay(config: &WriteConfig, transient: u32) -> Duration {
+    if transient == 0 {
+        return config.upload_retry_for * 10;
+    }
+    let policy = RetryPolicy {
+        max_attempts: u32::MAX,
+        base: min_delay(config),
+        max: config.upload_retry_for.max(min_delay(config)),
+    };
+    policy.delay(transient, None)
 }
 
 fn new_file(target: &UploadTarget) -> NewFile {
