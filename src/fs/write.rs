@@ -38,6 +38,11 @@
 //! Two daemons never share a cache dir: the [`Uploader`] holds `flock` on
 //! `<cache_dir>/lock` for its lifetime.
 
+mod backoff;
+mod create;
+mod failure;
+mod lost;
+mod recovery;
 mod staging;
 pub mod uploader;
 

@@ -2,26 +2,25 @@
 //! shutdown and the cache dir lock.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::future::Future;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::Level;
 use uuid::Uuid;
 
-use super::staging::{mime_for, Dirs, Location, Sidecar, StagedFile};
+use super::backoff::{min_delay, next_delay, quick_retries};
+use super::staging::{Dirs, Location, StagedFile};
+use super::{create, failure, recovery};
 use super::{PendingInfo, UploadTarget, WriteConfig};
-use crate::api::retry::RetryPolicy;
-use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile, NewFile, Parent};
+use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile};
 use crate::fs::error::{Error, Result};
 use crate::fs::readers::OpenReaders;
 
@@ -126,7 +125,7 @@ impl Uploader {
             .mode(0o700)
             .create(&dirs.root)
             .map_err(|e| io("creating cache dir", &dirs.root, e))?;
-        let lock_file = take_lock(&dirs.root)?;
+        let lock_file = recovery::take_lock(&dirs.root)?;
         for d in [&dirs.staging, &dirs.pending] {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -225,7 +224,14 @@ impl Uploader {
                 target,
                 size,
                 kept,
-            }) => Err(self.commit_error(&target, size, err, kept)),
+            }) => Err(failure::upload_error(
+                &self.dirs,
+                &self.config,
+                &target,
+                size,
+                err,
+                kept,
+            )),
             Err(Failed::Other(e)) => Err(e),
         }
     }
@@ -266,13 +272,13 @@ impl Uploader {
         let skip = |id: &Uuid| live.contains(id) || registered.contains(id);
 
         // Interrupted writes first: move them to the pending area.
-        for (id, path) in sidecars(&self.dirs.staging) {
+        for (id, path) in recovery::sidecars(&self.dirs.staging) {
             if skip(&id) {
                 continue;
             }
-            self.recover_staging(id, &path);
+            recovery::recover_staging(&self.dirs, id, &path);
         }
-        for (id, path) in sidecars(&self.dirs.pending) {
+        for (id, path) in recovery::sidecars(&self.dirs.pending) {
             if skip(&id) {
                 continue;
             }
@@ -302,7 +308,7 @@ impl Uploader {
         // Orphan data files (no sidecar anywhere) are empty by construction: the sidecar is
         // written before the data file is created.
         for dir in [&self.dirs.staging, &self.dirs.pending] {
-            remove_orphans(dir, &self.dirs);
+            recovery::remove_orphans(dir, &self.dirs);
         }
     }
 
@@ -442,12 +448,19 @@ impl Uploader {
             None => {}
         }
 
-        let meta = new_file(&target);
+        let meta = create::new_file(&target);
         let started = Instant::now();
         let mut ambiguous = maybe_landed;
-        let result = self
-            .create_with_retry(&target, &meta, &data_path, size, retry_for, &mut ambiguous)
-            .await;
+        let result = create::create_with_retry(
+            self.client.as_ref(),
+            &target,
+            &meta,
+            &data_path,
+            size,
+            retry_for,
+            &mut ambiguous,
+        )
+        .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let file = match result {
             Ok(file) => file,
@@ -540,131 +553,6 @@ impl Uploader {
         })
     }
 
-    /// One Create File, repeated on transient failures for at most `retry_for`.
-    ///
-    /// Create File is not idempotent: after a failure that may have stored the file anyway
-    /// (`ambiguous`: transport error or 5xx), the parent folder is searched for it before
-    /// the next attempt, so a lost answer does not turn into a duplicate.
-    async fn create_with_retry(
-        &self,
-        target: &UploadTarget,
-        meta: &NewFile,
-        data: &Path,
-        size: u64,
-        retry_for: Duration,
-        ambiguous: &mut bool,
-    ) -> std::result::Result<MediaFile, ApiError> {
-        let started = Instant::now();
-        let policy = quick_retries(retry_for);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if *ambiguous {
-                match self.find_landed(target, data, size).await {
-                    Ok(Some(f)) => {
-                        tracing::info!(
-                            file = %meta.file_name,
-                            id = %f.id,
-                            "an upload whose answer was lost had landed; not uploading again"
-                        );
-                        *ambiguous = false;
-                        return Ok(f);
-                    }
-                    Ok(None) => *ambiguous = false,
-                    // Cannot tell (the service is unreachable, most likely): the attempt
-                    // below will say more; a duplicate is better than a loss.
-                    Err(e) => {
-                        tracing::debug!(file = %meta.file_name, "looking for a lost upload: {e}")
-                    }
-                }
-            }
-            let err = match self.client.create_file(meta, data).await {
-                Ok(f) => {
-                    *ambiguous = false;
-                    return Ok(f);
-                }
-                Err(e) => e,
-            };
-            if matches!(err.kind, ApiErrorKind::Transport | ApiErrorKind::Server) {
-                *ambiguous = true;
-            }
-            let delay = policy.delay(attempt, None);
-            if !(err.is_transient() && started.elapsed() + delay <= retry_for) {
-                return Err(err);
-            }
-            tracing::debug!(file = %meta.file_name, "upload failed, retrying: {err}");
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// A file in the target folder with the upload's name, size and bytes (SHA-256), other
-    /// than the one it replaces: an earlier attempt that landed although its answer was lost.
-    async fn find_landed(
-        &self,
-        target: &UploadTarget,
-        data: &Path,
-        size: u64,
-    ) -> std::result::Result<Option<MediaFile>, ApiError> {
-        let parent = Parent::from_id(target.parent_folder_id.as_deref());
-        let mut candidates: Vec<MediaFile> = self
-            .client
-            .list_files(&parent)
-            .await?
-            .into_iter()
-            .filter(|f| {
-                f.title.as_deref() == Some(target.name.as_str())
-                    && f.upload
-                        .as_ref()
-                        .is_some_and(|u| u.file_name == target.name)
-                    && f.size() == size
-                    && target.replaces.as_deref() != Some(f.id.as_str())
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Ok(None);
-        }
-        // Newest first: the lost upload is the latest of its kind.
-        candidates.sort_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
-        let path = data.to_path_buf();
-        let local = tokio::task::spawn_blocking(move || sha256_file(&path))
-            .await
-            .map_err(|e| ApiError::new(ApiErrorKind::Local, format!("hashing task: {e}")))?
-            .map_err(|e| ApiError::new(ApiErrorKind::Local, format!("hashing staged data: {e}")))?;
-        for c in candidates {
-            let fresh = self.client.get_file(&c.id).await?;
-            if self.remote_sha256(&fresh).await? == Some(local) {
-                return Ok(Some(fresh));
-            }
-        }
-        Ok(None)
-    }
-
-    /// SHA-256 of a remote file's bytes, read in chunks; `None` if it has no URL or its
-    /// bytes end early.
-    async fn remote_sha256(
-        &self,
-        file: &MediaFile,
-    ) -> std::result::Result<Option<[u8; 32]>, ApiError> {
-        const CHUNK: u64 = 4 << 20;
-        let Some(url) = file.url() else {
-            return Ok(None);
-        };
-        let mut hasher = Sha256::new();
-        let mut offset = 0;
-        while offset < file.size() {
-            let bytes = self
-                .client
-                .read_range(url, offset, CHUNK.min(file.size() - offset))
-                .await?;
-            if bytes.is_empty() {
-                return Ok(None);
-            }
-            hasher.update(&bytes);
-            offset += bytes.len() as u64;
-        }
-        Ok(Some(hasher.finalize().into()))
-    }
-
     /// Deletes the remote file a commit replaced. A failure leaves two copies (shown as
     /// duplicates), never none, so it is logged, not returned.
     async fn delete_replaced(&self, old: &str, name: &str) {
@@ -730,88 +618,6 @@ impl Uploader {
             }
         }
         moved
-    }
-
-    fn commit_error(&self, target: &UploadTarget, size: u64, err: ApiError, kept: bool) -> Error {
-        let name = &target.name;
-        let dir = self.dirs.pending.display();
-        let kept = if kept {
-            format!("kept in {dir}")
-        } else {
-            format!("kept in {}", self.dirs.staging.display())
-        };
-        match err.kind {
-            ApiErrorKind::TooLarge => {
-                let every = next_delay(&self.config, 0);
-                tracing::error!(
-                    file = %name,
-                    size,
-                    "upload rejected as too large by the service (HTTP 413, {size} bytes \
-                     over its size limit); {kept}, retried every {every:?}"
-                );
-                Error::api(
-                    format!(
-                        "upload of {name:?} ({size} bytes) over the service's size limit; {kept}"
-                    ),
-                    err,
-                )
-            }
-            ApiErrorKind::NotFound => {
-                let parent = target.parent_folder_id.as_deref().unwrap_or("(root)");
-                tracing::error!(
-                    file = %name,
-                    "upload failed: the folder {parent} no longer exists; {kept}"
-                );
-                Error::api(
-                    format!("upload of {name:?}: folder {parent} not found; {kept}"),
-                    err,
-                )
-                .with_level(Level::WARN)
-            }
-            _ => Error::api(
-                format!(
-                    "upload of {name:?} ({size} bytes) failed; {kept}, retried in the background"
-                ),
-                err,
-            ),
-        }
-    }
-
-    /// Staging leftovers of a crashed run: anything with changes goes to the pending area.
-    fn recover_staging(&self, id: Uuid, meta: &Path) {
-        let sidecar = match Sidecar::read(meta) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot read {}: {e} (left in place)", meta.display());
-                return;
-            }
-        };
-        let data = [Location::Staging, Location::Pending]
-            .into_iter()
-            .map(|l| self.dirs.data_path(l, id))
-            .find(|p| p.exists());
-        let Some(data) = data else {
-            tracing::warn!("{}: sidecar without data, removed", meta.display());
-            let _ = fs::remove_file(meta);
-            return;
-        };
-        if sidecar.synced {
-            let _ = fs::remove_file(&data);
-            let _ = fs::remove_file(meta);
-            return;
-        }
-        let size = fs::metadata(&data).map_or(0, |m| m.len());
-        let to_data = self.dirs.data_path(Location::Pending, id);
-        let to_meta = self.dirs.meta_path(Location::Pending, id);
-        let moved = fs::rename(&data, &to_data).and_then(|()| fs::rename(meta, &to_meta));
-        match moved {
-            Ok(()) => tracing::info!(
-                file = %sidecar.name,
-                size,
-                "a write interrupted by a crash is uploaded with what had been written"
-            ),
-            Err(e) => tracing::error!("moving {} to the pending area: {e}", meta.display()),
-        }
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -883,58 +689,6 @@ async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration
     }
 }
 
-fn min_delay(config: &WriteConfig) -> Duration {
-    (config.upload_retry_for / 12).max(Duration::from_millis(10))
-}
-
-/// The shared retry policy, scaled for calls retried within `retry_for` (a commit, the
-/// delete of a replaced file): first delays of a tenth of it (10 ms to 1 s), at most 10 s.
-fn quick_retries(retry_for: Duration) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: u32::MAX,
-        base: (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)),
-        max: Duration::from_secs(10),
-    }
-}
-
-/// Wait before the next background attempt after `transient` failures in a row (0: the
-/// last failure was not transient). Transient failures back off with the shared policy
-/// (from `upload_retry_for / 12`, up to `upload_retry_for`); anything else waits
-/// `10 × upload_retry_for`, so a file the service will not take does not hammer it.
-fn next_delay(config: &WriteConfig, transient: u32) -> Duration {
-    if transient == 0 {
-        return config.upload_retry_for * 10;
-    }
-    let policy = RetryPolicy {
-        max_attempts: u32::MAX,
-        base: min_delay(config),
-        max: config.upload_retry_for.max(min_delay(config)),
-    };
-    policy.delay(transient, None)
-}
-
-fn new_file(target: &UploadTarget) -> NewFile {
-    let c = &target.carry;
-    NewFile {
-        file_name: target.name.clone(),
-        mime_type: mime_for(&target.name),
-        title: Some(target.name.clone()),
-        description: c.description.clone(),
-        alt_text: c.alt_text.clone(),
-        is_private: c.is_private,
-        folder_id: target.parent_folder_id.clone(),
-        is_favorite: c.is_favorite,
-        sort_order: c.sort_order,
-    }
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher.finalize().into())
-}
-
 fn info_of(s: &StagedFile) -> PendingInfo {
     let st = s.lock();
     PendingInfo {
@@ -943,90 +697,4 @@ fn info_of(s: &StagedFile) -> PendingInfo {
         data_path: s.data_path(&st),
         last_error: st.last_error.clone(),
     }
-}
-
-/// `<uuid>.json` sidecars in `dir`, oldest first (ids are UUIDv7).
-fn sidecars(dir: &Path) -> Vec<(Uuid, std::path::PathBuf)> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<_> = entries
-        .flatten()
-        .filter_map(|e| {
-            let path = e.path();
-            let name = path.file_name()?.to_str()?;
-            let id = Uuid::parse_str(name.strip_suffix(".json")?).ok()?;
-            Some((id, path))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Removes interrupted sidecar writes and data files without a sidecar anywhere.
-fn remove_orphans(dir: &Path, dirs: &Dirs) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if name.ends_with(".json.tmp") {
-            let _ = fs::remove_file(&path);
-            continue;
-        }
-        let Some(id) = name
-            .strip_suffix(".data")
-            .and_then(|s| Uuid::parse_str(s).ok())
-        else {
-            continue;
-        };
-        let has_sidecar = [Location::Staging, Location::Pending]
-            .into_iter()
-            .any(|l| dirs.meta_path(l, id).exists());
-        if has_sidecar {
-            continue;
-        }
-        match fs::metadata(&path) {
-            Ok(m) if m.len() == 0 => {
-                let _ = fs::remove_file(&path);
-            }
-            _ => tracing::warn!(
-                "{}: data without a sidecar, left in place (cannot tell where it belongs)",
-                path.display()
-            ),
-        }
-    }
-}
-
-/// `flock(LOCK_EX | LOCK_NB)` on `<cache_dir>/lock`, held as long as the file stays open.
-fn take_lock(root: &Path) -> Result<File> {
-    let path = root.join("lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(Error::new(
-                libc::EBUSY,
-                format!(
-                    "cache dir {} in use by another mediafs (lock {} is held)",
-                    root.display(),
-                    path.display()
-                ),
-            ));
-        }
-        return Err(Error::io(format!("locking {}", path.display()), err));
-    }
-    Ok(file)
 }
