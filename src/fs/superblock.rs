@@ -193,6 +193,9 @@ impl Superblock {
 
     /// `lookup`: the entry's attributes, and one more kernel reference to it.
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        if name.len() > names::MAX_NAME_BYTES {
+            return Err(err!(libc::ENAMETOOLONG, "name of {} bytes", name.len()));
+        }
         let name = utf8(name)?;
         self.ensure_listing(parent).await?;
         let mut ns = self.lock();
