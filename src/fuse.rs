@@ -17,8 +17,9 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{event, Instrument, Level};
 
+use crate::fs::attr::{Attr, Kind};
 use crate::fs::error::Error;
-use crate::fs::filesystem::{Attr, Kind, MediaFs};
+use crate::fs::filesystem::MediaFs;
 
 pub struct FuseFs {
     fs: Arc<MediaFs>,
@@ -145,6 +146,12 @@ impl Filesystem for FuseFs {
                 Err(e) => reply_err!(reply, "lookup", e),
             }
         });
+    }
+
+    /// The kernel dropped references to an inode (also called for each node of a
+    /// `batch_forget`, whose default implementation in fuser does that).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -400,6 +407,12 @@ impl Filesystem for FuseFs {
         match self.fs.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    // Every entry but `.` and `..` counts as a lookup in the kernel: count it
+                    // once it is in the reply; leave out one that is gone meanwhile.
+                    let counted = i < 2;
+                    if !counted && !self.fs.remember(e.ino) {
+                        continue;
+                    }
                     if reply.add(
                         INodeNo(e.ino),
                         i as u64 + 1,
@@ -408,6 +421,10 @@ impl Filesystem for FuseFs {
                         &to_file_attr(&e.attr),
                         Generation(0),
                     ) {
+                        if !counted {
+                            // Not sent (the buffer is full): not a reference after all.
+                            self.fs.forget(e.ino, 1);
+                        }
                         break;
                     }
                 }

@@ -2,7 +2,8 @@
 //!
 //! Layers, top to bottom (see README.md and SEMANTICS.md):
 //! - [`fuse`]: the `fuser::Filesystem` glue, a few lines per operation;
-//! - [`fs`]: the filesystem core (namespace, read path, write path), no FUSE types;
+//! - [`fs`]: the filesystem core (entry points, superblock and namespace, open files,
+//!   read path, write path), no FUSE types;
 //! - [`api`]: the Media Manager client trait and its HTTP implementation;
 //! - [`server`]: the embedded Media Manager server (tests and the default mount);
 //! - [`probe`]: `mediafs probe`, which reports the shape of a service's API.

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -14,10 +14,9 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use crate::api::{ClientConfig, HttpClient, MediaClient};
-use crate::fs::filesystem::{FsConfig, MediaFs};
-use crate::fs::namespace::Namespace;
-use crate::fs::read::{ReadConfig, Reader};
-use crate::fs::write::{Uploader, WriteConfig};
+use crate::fs::read::ReadConfig;
+use crate::fs::write::WriteConfig;
+use crate::fs::{Core, CoreConfig, FsConfig};
 use crate::fuse::FuseFs;
 use crate::server::{self, parse_size, ServerConfig};
 
@@ -344,29 +343,8 @@ fn serve_mount_inner(
     let client: Arc<dyn MediaClient> = client;
 
     let _guard = handle.enter();
-    let ns = Arc::new(Mutex::new(Namespace::new()));
-    let reader = Reader::new(client.clone(), ReadConfig::with_cache_bytes(cache_bytes));
-    let uploader = if args.read_only {
-        None
-    } else {
-        let mut wc = WriteConfig::new(cache_dir.clone());
-        wc.upload_retry_for = Duration::from_secs(args.upload_retry_secs);
-        wc.shutdown_timeout = Duration::from_secs(args.unmount_timeout);
-        let u = Uploader::new(client.clone(), wc, MediaFs::landed_callback(ns.clone()))
-            .map_err(|e| anyhow!("{e}"))?;
-        u.recover();
-        Some(u)
-    };
-    let mut fs_config = FsConfig {
-        uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
-        gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
-        dir_ttl: Duration::from_secs(args.dir_ttl),
-        read_only: args.read_only,
-        ..FsConfig::default()
-    };
-    fs_config.file_mode = args.file_mode;
-    fs_config.dir_mode = args.dir_mode;
-    let fs = Arc::new(MediaFs::new(client, reader, uploader, ns, fs_config));
+    let fs = Core::build(core_config(args, &cache_dir, cache_bytes), client)
+        .map_err(|e| anyhow!("{e}"))?;
 
     let mut options = vec![
         fuser::MountOption::FSName("mediafs".into()),
@@ -482,6 +460,28 @@ fn serve_mount_inner(
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// The settings of each layer of the core, from the mount flags.
+fn core_config(args: &MountArgs, cache_dir: &Path, cache_bytes: u64) -> CoreConfig {
+    let write = (!args.read_only).then(|| {
+        let mut wc = WriteConfig::new(cache_dir);
+        wc.upload_retry_for = Duration::from_secs(args.upload_retry_secs);
+        wc.shutdown_timeout = Duration::from_secs(args.unmount_timeout);
+        wc
+    });
+    CoreConfig {
+        fs: FsConfig {
+            uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+            gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+            file_mode: args.file_mode,
+            dir_mode: args.dir_mode,
+            dir_ttl: Duration::from_secs(args.dir_ttl),
+            read_only: args.read_only,
+        },
+        read: ReadConfig::with_cache_bytes(cache_bytes),
+        write,
+    }
 }
 
 fn which(prog: &str) -> bool {

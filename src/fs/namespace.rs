@@ -1,65 +1,32 @@
 //! The inode table: which remote object each inode is, the cached listing of each
-//! directory, and the names shown for them (see [`super::names`]).
+//! directory, the names shown for them (see [`super::names`]), and what references each
+//! inode (the kernel's lookup count, open handles, a staged copy).
 //!
-//! Pure data, no I/O: the filesystem does the remote calls and applies their results here
+//! Pure data, no I/O: the superblock does the remote calls and applies their results here
 //! under one lock, which is never held across an `.await`.
+//!
+//! Memory follows what the kernel references: an inode nobody references (lookup count 0,
+//! not open, nothing staged) is dropped once it is no longer an entry of a listing, and a
+//! directory the kernel forgot drops its listing when nothing in it is referenced. Inode
+//! numbers are stable for an object while it is referenced (remote id → inode map).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::api::{Folder, MediaFile};
+use crate::fs::entry::{Entry, FileEntry, FolderEntry};
 use crate::fs::names::{self, Candidate};
 use crate::fs::write::StagedFile;
 
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
-/// What an inode stands for.
-#[derive(Debug, Clone)]
-pub enum Entry {
-    Root,
-    Folder(Folder),
-    File(MediaFile),
-    /// A file created through the mount whose upload has not landed yet.
-    Local {
-        name: String,
-        created: SystemTime,
-    },
-}
-
-impl Entry {
-    pub fn is_dir(&self) -> bool {
-        matches!(self, Entry::Root | Entry::Folder(_))
-    }
-
-    /// The name as the service has it (unescaped, possibly with `/`).
-    pub fn remote_name(&self) -> String {
-        match self {
-            Entry::Root => String::new(),
-            Entry::Folder(f) => f.name.clone(),
-            Entry::File(f) => names::file_remote_name(f),
-            Entry::Local { name, .. } => name.clone(),
-        }
-    }
-
-    /// Key under which the remote id is indexed (folders and files are separate id spaces).
-    fn id_key(&self) -> Option<String> {
-        match self {
-            Entry::Folder(f) => Some(format!("d:{}", f.id)),
-            Entry::File(f) => Some(format!("f:{}", f.id)),
-            _ => None,
-        }
-    }
-
-    fn created_at(&self) -> Option<String> {
-        match self {
-            Entry::Folder(f) => f.created_at.clone(),
-            Entry::File(f) => f.created_at.clone(),
-            // Local files are the newest of all: they sort after every remote duplicate.
-            Entry::Local { .. } => Some("9999".into()),
-            Entry::Root => None,
-        }
+/// Key under which the remote id is indexed (folders and files are separate id spaces).
+fn id_key(e: &Entry) -> Option<String> {
+    match e {
+        Entry::Folder(f) => Some(format!("d:{}", f.id)),
+        Entry::File(f) => Some(format!("f:{}", f.id)),
+        _ => None,
     }
 }
 
@@ -76,6 +43,32 @@ pub struct Inode {
     pub staged: Option<Arc<StagedFile>>,
     /// Remote file id seen at the last open: the kernel page cache is kept while it is unchanged.
     pub last_open_id: Option<String>,
+    /// The kernel's lookup count: entries handed out by lookup, create, mkdir and
+    /// readdirplus, minus those it forgot.
+    lookups: u64,
+    /// Open file handles.
+    opens: u32,
+}
+
+impl Inode {
+    fn new(ino: Ino, parent: Ino, entry: Entry, now: Instant) -> Inode {
+        Inode {
+            ino,
+            parent,
+            name: String::new(),
+            entry,
+            refreshed: now,
+            staged: None,
+            last_open_id: None,
+            lookups: 0,
+            opens: 0,
+        }
+    }
+
+    /// Nothing holds it: the kernel forgot it, no handle is open, nothing is staged.
+    fn unreferenced(&self) -> bool {
+        self.ino != ROOT_INO && self.lookups == 0 && self.opens == 0 && self.staged.is_none()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -110,15 +103,7 @@ impl Namespace {
         };
         ns.inodes.insert(
             ROOT_INO,
-            Inode {
-                ino: ROOT_INO,
-                parent: ROOT_INO,
-                name: String::new(),
-                entry: Entry::Root,
-                refreshed: Instant::now(),
-                staged: None,
-                last_open_id: None,
-            },
+            Inode::new(ROOT_INO, ROOT_INO, Entry::Root, Instant::now()),
         );
         ns.dirs.insert(ROOT_INO, Dir::default());
         ns
@@ -185,15 +170,151 @@ impl Namespace {
         self.dirs.get(&dir).is_none_or(|d| d.members.is_empty())
     }
 
+    // ----- references -----------------------------------------------------------------
+
+    /// The kernel got `ino` (lookup, create, mkdir, a readdirplus entry): one more
+    /// reference. False if the inode is gone (it is then not handed out).
+    pub fn remember(&mut self, ino: Ino) -> bool {
+        match self.inodes.get_mut(&ino) {
+            Some(i) => {
+                i.lookups += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// FUSE `forget`: the kernel dropped `n` references to `ino`.
+    pub fn forget(&mut self, ino: Ino, n: u64) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        inode.lookups = inode.lookups.saturating_sub(n);
+        self.collect_up(ino);
+    }
+
+    /// A handle of `ino` was opened: it stays while the handle is open.
+    pub fn opened(&mut self, ino: Ino) {
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.opens += 1;
+        }
+    }
+
+    /// A handle of `ino` was closed.
+    pub fn closed(&mut self, ino: Ino) {
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.opens = i.opens.saturating_sub(1);
+        }
+        self.collect_up(ino);
+    }
+
+    /// The staged copy of `ino` is done with (uploaded, or released clean), if it is still
+    /// `staged`.
+    pub fn unstage(&mut self, ino: Ino, staged: &Arc<StagedFile>) {
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            if i.staged.as_ref().is_some_and(|s| Arc::ptr_eq(s, staged)) {
+                i.staged = None;
+            }
+        }
+        self.collect_up(ino);
+    }
+
+    /// Lookup counts of the inodes, for tests.
+    #[cfg(test)]
+    pub fn lookups(&self, ino: Ino) -> Option<u64> {
+        self.inodes.get(&ino).map(|i| i.lookups)
+    }
+
+    /// [`Self::collect`] for `ino`, then for its directory: the kernel may forget a
+    /// directory before its entries (or close them later), and the last entry to go lets
+    /// the directory's listing go too.
+    fn collect_up(&mut self, ino: Ino) {
+        let parent = self.inodes.get(&ino).map(|i| i.parent);
+        self.collect(ino);
+        if let Some(p) = parent.filter(|p| *p != ino) {
+            if self.inodes.get(&p).is_some_and(Inode::unreferenced) {
+                self.collect(p);
+            }
+        }
+    }
+
+    /// Frees what nobody references: an unreferenced inode that is no entry of a listing
+    /// goes entirely; an unreferenced directory drops its listing when nothing in it is
+    /// referenced either (it is listed again when the kernel comes back).
+    fn collect(&mut self, ino: Ino) {
+        if !self.inodes.get(&ino).is_some_and(Inode::unreferenced) {
+            return;
+        }
+        if self.dirs.contains_key(&ino) {
+            if !self.subtree_unreferenced(ino) {
+                return;
+            }
+            self.drop_listing(ino);
+        }
+        if !self.attached(ino) {
+            self.drop_inode(ino);
+        }
+    }
+
+    /// Whether `ino` is an entry of its parent's listing.
+    fn attached(&self, ino: Ino) -> bool {
+        let parent = self.inodes[&ino].parent;
+        self.dirs
+            .get(&parent)
+            .is_some_and(|d| d.members.contains(&ino))
+    }
+
+    fn subtree_unreferenced(&self, dir: Ino) -> bool {
+        self.dirs.get(&dir).is_none_or(|d| {
+            d.members.iter().all(|m| {
+                self.inodes
+                    .get(m)
+                    .is_none_or(|i| i.unreferenced() && self.subtree_unreferenced(*m))
+            })
+        })
+    }
+
+    /// Drops `dir`'s listing and every inode in it (all unreferenced: checked by the caller).
+    fn drop_listing(&mut self, dir: Ino) {
+        let Some(d) = self.dirs.remove(&dir) else {
+            return;
+        };
+        for m in d.members {
+            self.drop_listing(m);
+            self.drop_inode(m);
+        }
+    }
+
+    fn drop_inode(&mut self, ino: Ino) {
+        if let Some(inode) = self.inodes.remove(&ino) {
+            if let Some(k) = id_key(&inode.entry) {
+                if self.by_id.get(&k) == Some(&ino) {
+                    self.by_id.remove(&k);
+                }
+            }
+        }
+        self.dirs.remove(&ino);
+    }
+
+    // ----- listings and changes -------------------------------------------------------
+
     /// Replaces what is known of `dir` with a fresh listing. Local entries (uploads not yet
     /// landed) stay. Objects that moved here from another directory move their inode.
-    pub fn apply_listing(&mut self, dir: Ino, folders: Vec<Folder>, files: Vec<MediaFile>) {
+    pub fn apply_listing<D: Into<FolderEntry>, F: Into<FileEntry>>(
+        &mut self,
+        dir: Ino,
+        folders: Vec<D>,
+        files: Vec<F>,
+    ) {
+        if !self.inodes.contains_key(&dir) {
+            return; // forgotten while the listing was fetched
+        }
         let now = Instant::now();
         let mut members: HashSet<Ino> = HashSet::new();
         let entries = folders
             .into_iter()
-            .map(Entry::Folder)
-            .chain(files.into_iter().map(Entry::File));
+            .map(|f| Entry::Folder(f.into()))
+            .chain(files.into_iter().map(|f| Entry::File(f.into())));
         for entry in entries {
             let ino = self.upsert(dir, entry, now);
             members.insert(ino);
@@ -204,6 +325,7 @@ impl Namespace {
             .get(&dir)
             .map(|d| d.members.iter().copied().collect())
             .unwrap_or_default();
+        let mut gone = Vec::new();
         for ino in old {
             if members.contains(&ino) {
                 continue;
@@ -216,18 +338,22 @@ impl Namespace {
                 members.insert(ino);
             } else {
                 self.detach(ino);
+                gone.push(ino);
             }
         }
         let d = self.dirs.entry(dir).or_default();
         d.members = members;
         d.fetched = Some(now);
         self.rename_all(dir);
+        for ino in gone {
+            self.collect(ino);
+        }
     }
 
     /// Inserts or updates the inode of a remote object under `dir` (without renaming the
     /// directory's entries: callers do that once at the end).
     fn upsert(&mut self, dir: Ino, entry: Entry, now: Instant) -> Ino {
-        let key = entry.id_key().expect("remote entries have ids");
+        let key = id_key(&entry).expect("remote entries have ids");
         if let Some(&ino) = self.by_id.get(&key) {
             let old_parent = self.inodes[&ino].parent;
             if old_parent != dir {
@@ -247,27 +373,13 @@ impl Namespace {
     fn alloc(&mut self, parent: Ino, entry: Entry, now: Instant) -> Ino {
         let ino = self.next_ino;
         self.next_ino += 1;
-        if entry.is_dir() {
-            self.dirs.insert(ino, Dir::default());
-        }
-        self.inodes.insert(
-            ino,
-            Inode {
-                ino,
-                parent,
-                name: String::new(),
-                entry,
-                refreshed: now,
-                staged: None,
-                last_open_id: None,
-            },
-        );
+        self.inodes.insert(ino, Inode::new(ino, parent, entry, now));
         ino
     }
 
-    /// Adds a remote object that the mount itself just created; returns its inode.
+    /// Adds an object that the mount itself just created; returns its inode.
     pub fn insert(&mut self, dir: Ino, entry: Entry) -> Ino {
-        let ino = match entry.id_key() {
+        let ino = match id_key(&entry) {
             Some(_) => self.upsert(dir, entry, Instant::now()),
             None => self.alloc(dir, entry, Instant::now()),
         };
@@ -281,9 +393,9 @@ impl Namespace {
         let Some(inode) = self.inodes.get_mut(&ino) else {
             return;
         };
-        let old_key = inode.entry.id_key();
-        let new_key = entry.id_key();
-        let old_name = inode.entry.remote_name();
+        let old_key = id_key(&inode.entry);
+        let new_key = id_key(&entry);
+        let old_name = inode.entry.remote_name().to_string();
         inode.entry = entry;
         inode.refreshed = Instant::now();
         let parent = inode.parent;
@@ -329,7 +441,7 @@ impl Namespace {
         let Some(inode) = self.inodes.get(&ino) else {
             return;
         };
-        let (name, shown) = (inode.entry.remote_name(), inode.name.clone());
+        let (name, shown) = (inode.entry.remote_name().to_string(), inode.name.clone());
         if let Some(d) = self.dirs.get_mut(&dir) {
             d.members.remove(&ino);
             if d.by_name.get(&shown) == Some(&ino) {
@@ -361,7 +473,7 @@ impl Namespace {
         let Some(inode) = self.inodes.get(&ino) else {
             return;
         };
-        if self.has_namesake(dir, ino, &inode.entry.remote_name()) {
+        if self.has_namesake(dir, ino, inode.entry.remote_name()) {
             self.rename_all(dir);
             return;
         }
@@ -389,12 +501,13 @@ impl Namespace {
         let Some(parent) = self.inodes.get(&ino).map(|i| i.parent) else {
             return;
         };
-        if let Some(k) = self.inodes[&ino].entry.id_key() {
+        if let Some(k) = id_key(&self.inodes[&ino].entry) {
             if self.by_id.get(&k) == Some(&ino) {
                 self.by_id.remove(&k);
             }
         }
         self.take_out(parent, ino);
+        self.collect(ino);
     }
 
     fn detach(&mut self, ino: Ino) {
@@ -402,7 +515,7 @@ impl Namespace {
             return;
         };
         let parent = inode.parent;
-        if let Some(k) = inode.entry.id_key() {
+        if let Some(k) = id_key(&inode.entry) {
             if self.by_id.get(&k) == Some(&ino) {
                 self.by_id.remove(&k);
             }
@@ -431,11 +544,11 @@ impl Namespace {
         let e = &self.inodes[&ino].entry;
         Candidate {
             id: e
-                .id_key()
-                .map(|k| k[2..].to_string())
+                .id()
+                .map(str::to_string)
                 .unwrap_or_else(|| format!("local{ino:08}")),
             is_dir: e.is_dir(),
-            remote_name: e.remote_name(),
+            remote_name: e.remote_name().to_string(),
             created_at: e.created_at(),
         }
     }
@@ -497,8 +610,10 @@ impl Namespace {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
-    use crate::api::Upload;
+    use crate::api::{Folder, MediaFile, Upload};
 
     fn folder(id: &str, name: &str, parent: Option<&str>, created: &str) -> Folder {
         Folder {
@@ -575,7 +690,7 @@ mod tests {
         assert!(names.contains(&"a~bbbbbbbb.txt".to_string()), "{names:?}");
         // Relisting keeps inode numbers.
         let before = ns.child(ROOT_INO, "a~aaaaaaaa.txt").unwrap();
-        ns.apply_listing(ROOT_INO, vec![], files);
+        ns.apply_listing(ROOT_INO, Vec::<Folder>::new(), files);
         assert_eq!(
             ns.child(ROOT_INO, "a.txt"),
             Some(before),
@@ -589,7 +704,7 @@ mod tests {
         let mut ns = Namespace::new();
         ns.apply_listing(
             ROOT_INO,
-            vec![],
+            Vec::<Folder>::new(),
             vec![file("f1", "x", None, "2026-01-01T00:00:00Z", 1)],
         );
         let local = ns.insert(
@@ -599,17 +714,17 @@ mod tests {
                 created: SystemTime::now(),
             },
         );
-        ns.apply_listing(ROOT_INO, vec![], vec![]);
+        ns.apply_listing(ROOT_INO, Vec::<Folder>::new(), Vec::<MediaFile>::new());
         assert_eq!(ns.child(ROOT_INO, "x"), None);
         assert_eq!(ns.child(ROOT_INO, "new"), Some(local));
         // Its upload lands: same inode, now remote.
         ns.set_entry(
             local,
-            Entry::File(file("f2", "new", None, "2026-01-02T00:00:00Z", 3)),
+            Entry::file(file("f2", "new", None, "2026-01-02T00:00:00Z", 3)),
         );
         ns.apply_listing(
             ROOT_INO,
-            vec![],
+            Vec::<Folder>::new(),
             vec![file("f2", "new", None, "2026-01-02T00:00:00Z", 3)],
         );
         assert_eq!(ns.child(ROOT_INO, "new"), Some(local));
@@ -628,7 +743,7 @@ mod tests {
         let x = ns.child(ROOT_INO, "x").unwrap();
         ns.apply_listing(
             dir,
-            vec![],
+            Vec::<Folder>::new(),
             vec![file("f1", "x", Some("d1"), "2026-01-01T00:00:00Z", 1)],
         );
         assert_eq!(ns.child(dir, "x"), Some(x));
@@ -643,7 +758,7 @@ mod tests {
         ns.apply_listing(
             ROOT_INO,
             vec![folder("d1", "AC/DC", None, "2026-01-01T00:00:00Z")],
-            vec![],
+            Vec::<MediaFile>::new(),
         );
         assert!(ns.child(ROOT_INO, "AC\u{2215}DC").is_some());
     }
@@ -652,10 +767,111 @@ mod tests {
     fn freshness_follows_ttl_and_invalidation() {
         let mut ns = Namespace::new();
         assert!(!ns.is_fresh(ROOT_INO, Duration::from_secs(10)));
-        ns.apply_listing(ROOT_INO, vec![], vec![]);
+        ns.apply_listing(ROOT_INO, Vec::<Folder>::new(), Vec::<MediaFile>::new());
         assert!(ns.is_fresh(ROOT_INO, Duration::from_secs(10)));
         ns.invalidate_all();
         assert!(!ns.is_fresh(ROOT_INO, Duration::from_secs(10)));
         assert!(!ns.has_listing(ROOT_INO));
+    }
+
+    fn tree() -> (Namespace, Ino, Ino) {
+        let mut ns = Namespace::new();
+        ns.apply_listing(
+            ROOT_INO,
+            vec![folder("d1", "dir", None, "2026-01-01T00:00:00Z")],
+            Vec::<MediaFile>::new(),
+        );
+        let dir = ns.child(ROOT_INO, "dir").unwrap();
+        ns.remember(dir);
+        ns.apply_listing(
+            dir,
+            Vec::<Folder>::new(),
+            vec![
+                file("f1", "x", Some("d1"), "2026-01-01T00:00:00Z", 1),
+                file("f2", "y", Some("d1"), "2026-01-01T00:00:00Z", 2),
+            ],
+        );
+        let x = ns.child(dir, "x").unwrap();
+        ns.remember(x);
+        (ns, dir, x)
+    }
+
+    #[test]
+    fn a_forgotten_directory_drops_its_listing_and_comes_back_as_the_same_object() {
+        let (mut ns, dir, x) = tree();
+        assert_eq!(ns.inode_count(), 4);
+        ns.forget(x, 1);
+        assert!(
+            ns.get(x).is_some(),
+            "still an entry of a referenced listing"
+        );
+        ns.forget(dir, 1);
+        assert!(ns.get(x).is_none(), "the listing of a forgotten dir goes");
+        assert_eq!(
+            ns.inode_count(),
+            2,
+            "root and the dir entry of the root listing"
+        );
+        assert!(!ns.has_listing(dir));
+        // Looked up again: the same folder, the same inode; its files listed anew.
+        assert_eq!(ns.child(ROOT_INO, "dir"), Some(dir));
+        ns.remember(dir);
+        ns.apply_listing(
+            dir,
+            Vec::<Folder>::new(),
+            vec![file("f1", "x", Some("d1"), "2026-01-01T00:00:00Z", 1)],
+        );
+        let x2 = ns.child(dir, "x").unwrap();
+        assert_eq!(ns.get(x2).unwrap().entry.id(), Some("f1"));
+    }
+
+    #[test]
+    fn forgetting_the_directory_first_waits_for_its_entries() {
+        let (mut ns, dir, x) = tree();
+        ns.forget(dir, 1);
+        assert!(ns.get(x).is_some(), "x is still referenced");
+        assert_eq!(ns.lookups(x), Some(1));
+        ns.forget(x, 1);
+        assert!(ns.get(x).is_none());
+        assert!(!ns.has_listing(dir));
+        assert!(ns.get(dir).is_some());
+    }
+
+    #[test]
+    fn open_or_staged_entries_survive_forget_and_removal() {
+        let (mut ns, dir, x) = tree();
+        ns.opened(x);
+        ns.remove(x);
+        ns.forget(x, 1);
+        assert!(ns.get(x).is_some(), "open: survives forget after unlink");
+        ns.forget(dir, 1);
+        ns.closed(x);
+        assert!(ns.get(x).is_none(), "closed, forgotten and unlinked: gone");
+    }
+
+    #[test]
+    fn lookups_count_up_and_forget_counts_down() {
+        let (mut ns, dir, x) = tree();
+        ns.remember(x);
+        ns.forget(x, 1);
+        ns.forget(dir, 1);
+        assert_eq!(ns.lookups(x), Some(1), "one reference left");
+        ns.forget(x, 1);
+        assert!(ns.get(x).is_none());
+        assert!(!ns.remember(x), "a dropped inode is not handed out");
+        ns.forget(x, 1); // a forget for an unknown inode is ignored
+    }
+
+    #[test]
+    fn entries_removed_remotely_and_unreferenced_are_freed() {
+        let (mut ns, dir, _x) = tree();
+        let y = ns.child(dir, "y").unwrap();
+        ns.apply_listing(
+            dir,
+            Vec::<Folder>::new(),
+            vec![file("f1", "x", Some("d1"), "2026-01-01T00:00:00Z", 1)],
+        );
+        assert!(ns.get(y).is_none());
+        assert_eq!(ns.inode_count(), 3);
     }
 }

@@ -2,19 +2,21 @@
 //! names, writes, renames and offline behaviour.
 
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::mock::MockClient;
 use crate::api::MediaClient;
-use crate::fs::filesystem::{FsConfig, Kind, MediaFs};
-use crate::fs::namespace::{Namespace, ROOT_INO};
-use crate::fs::read::{ReadConfig, Reader};
-use crate::fs::write::{Uploader, WriteConfig};
+use crate::fs::attr::Kind;
+use crate::fs::filesystem::MediaFs;
+use crate::fs::namespace::ROOT_INO;
+use crate::fs::read::ReadConfig;
+use crate::fs::write::WriteConfig;
+use crate::fs::{Core, CoreConfig, FsConfig};
 
 struct Fixture {
     mock: Arc<MockClient>,
-    fs: MediaFs,
+    fs: Arc<MediaFs>,
     _cache: tempfile::TempDir,
 }
 
@@ -22,21 +24,21 @@ fn fixture(read_only: bool) -> Fixture {
     let mock = MockClient::new();
     let client: Arc<dyn MediaClient> = mock.clone();
     let cache = tempfile::tempdir().unwrap();
-    let ns = Arc::new(Mutex::new(Namespace::new()));
-    let reader = Reader::new(client.clone(), ReadConfig::with_cache_bytes(8 << 20));
-    let uploader = if read_only {
-        None
-    } else {
+    let write = (!read_only).then(|| {
         let mut wc = WriteConfig::new(cache.path().join("c"));
         wc.upload_retry_for = Duration::from_millis(300);
-        Some(Uploader::new(client.clone(), wc, MediaFs::landed_callback(ns.clone())).unwrap())
+        wc
+    });
+    let config = CoreConfig {
+        fs: FsConfig {
+            dir_ttl: Duration::from_secs(60),
+            read_only,
+            ..FsConfig::default()
+        },
+        read: ReadConfig::with_cache_bytes(8 << 20),
+        write,
     };
-    let config = FsConfig {
-        dir_ttl: Duration::from_secs(60),
-        read_only,
-        ..FsConfig::default()
-    };
-    let fs = MediaFs::new(client, reader, uploader, ns, config);
+    let fs = Core::build(config, client).unwrap();
     Fixture {
         mock,
         fs,
@@ -227,11 +229,9 @@ async fn offline_serves_stale_listings_and_keeps_new_files_pending() {
     f.mock.set_offline(false);
     f.fs.lookup(ROOT_INO, os("kept.txt")).await.unwrap();
     // Make the listing stale rather than dropped, then go offline.
-    f.fs.ns_for_tests().lock().unwrap().extend_listing(
-        ROOT_INO,
-        Duration::from_secs(60),
-        Duration::ZERO,
-    );
+    f.fs.superblock()
+        .lock()
+        .extend_listing(ROOT_INO, Duration::from_secs(60), Duration::ZERO);
     f.mock.set_offline(true);
     assert_eq!(
         f.fs.lookup(ROOT_INO, os("kept.txt")).await.unwrap().size,
@@ -384,4 +384,79 @@ async fn readers_of_a_replaced_file_finish_reading_the_old_version() {
     }
     assert!(gone, "old version deleted once its last reader closed");
     assert_eq!(read_all(&f.fs, ino).await, b"new");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forgotten_entries_are_freed_and_found_again_as_the_same_object() {
+    let f = fixture(false);
+    let dir = f.mock.add_folder("d", None);
+    let file = f.mock.add_file(Some(&dir.id), "x.txt", b"bytes");
+    let d = f.fs.lookup(ROOT_INO, os("d")).await.unwrap();
+    let x = f.fs.lookup(d.ino, os("x.txt")).await.unwrap();
+    let before = f.fs.statfs().files;
+    f.fs.forget(x.ino, 1);
+    f.fs.forget(d.ino, 1);
+    assert_eq!(f.fs.statfs().files, before - 1, "x is freed");
+    assert_eq!(f.fs.getattr(x.ino).await.unwrap_err().errno, libc::ENOENT);
+    // Looked up again: the same remote object, its bytes readable.
+    let d2 = f.fs.lookup(ROOT_INO, os("d")).await.unwrap();
+    assert_eq!(d2.ino, d.ino, "still an entry of the root listing");
+    let x2 = f.fs.lookup(d2.ino, os("x.txt")).await.unwrap();
+    let id = f.fs.getxattr(x2.ino, os("user.mediafs.id")).unwrap();
+    assert_eq!(id, file.id.as_bytes());
+    assert_eq!(read_all(&f.fs, x2.ino).await, b"bytes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_file_survives_forget() {
+    let f = fixture(false);
+    let dir = f.mock.add_folder("d", None);
+    f.mock.add_file(Some(&dir.id), "x.txt", b"bytes");
+    let d = f.fs.lookup(ROOT_INO, os("d")).await.unwrap();
+    let x = f.fs.lookup(d.ino, os("x.txt")).await.unwrap();
+    let fh = f.fs.open(x.ino, libc::O_RDONLY).await.unwrap().fh;
+    f.fs.forget(x.ino, 1);
+    f.fs.forget(d.ino, 1);
+    assert_eq!(f.fs.getattr(x.ino).await.unwrap().size, 5);
+    assert_eq!(&f.fs.read(fh, 0, 100).await.unwrap()[..], b"bytes");
+    f.fs.release(fh).await.unwrap();
+    assert_eq!(
+        f.fs.getattr(x.ino).await.unwrap_err().errno,
+        libc::ENOENT,
+        "closed and forgotten: freed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_being_written_survives_forget_and_lands() {
+    let f = fixture(false);
+    let (attr, o) =
+        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY)
+            .await
+            .unwrap();
+    f.fs.forget(attr.ino, 1);
+    f.fs.write(o.fh, 0, b"data").unwrap();
+    assert_eq!(f.fs.getattr(attr.ino).await.unwrap().size, 4);
+    f.fs.flush(o.fh).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.mock.files().len(), 1);
+    // Still an entry of the root listing: found under its inode, now the remote file.
+    let again = f.fs.lookup(ROOT_INO, os("new.txt")).await.unwrap();
+    assert_eq!(again.ino, attr.ino);
+    assert_eq!(read_all(&f.fs, again.ino).await, b"data");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookups_create_and_mkdir_count_one_reference_each() {
+    let f = fixture(false);
+    f.mock.add_file(None, "x.txt", b"x");
+    let x = f.fs.lookup(ROOT_INO, os("x.txt")).await.unwrap();
+    f.fs.lookup(ROOT_INO, os("x.txt")).await.unwrap();
+    let d = f.fs.mkdir(ROOT_INO, os("d")).await.unwrap();
+    let (c, o) = f.fs.create(d.ino, os("c"), libc::O_WRONLY).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    let ns = f.fs.superblock().lock();
+    assert_eq!(ns.lookups(x.ino), Some(2));
+    assert_eq!(ns.lookups(d.ino), Some(1));
+    assert_eq!(ns.lookups(c.ino), Some(1));
 }

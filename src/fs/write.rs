@@ -9,7 +9,8 @@
 //! An upload that fails (after bounded retries) moves to `<cache_dir>/pending/`, where a
 //! background task retries it until it lands:
 //!
-//! - transient failures (5xx, 429, transport): backoff from `upload_retry_for / 12`
+//! - transient failures (5xx, 429, transport, as [`crate::api::ApiError::is_transient`]
+//!   decides): the shared [`crate::api::retry::RetryPolicy`] from `upload_retry_for / 12`
 //!   (5 s by default) doubling up to `upload_retry_for` (60 s);
 //! - everything else (413 too large, 400/422 rejected, 404 parent folder gone, 401/403):
 //!   another attempt only every `10 × upload_retry_for` (10 min by default), so a file the
@@ -28,9 +29,20 @@
 //! then leaves a second copy, shown as `name~<id>` by the namespace rule for duplicates.
 //! Nothing is lost, at worst something is doubled.
 //!
+//! The API is small: [`Uploader::stage_new`] / [`Uploader::stage_existing`] stage, the
+//! [`StagedFile`] takes writes, [`Uploader::commit`] uploads, [`Uploader::release`] hands a
+//! staged file back when its user is done (explicitly: no `Drop` does I/O),
+//! [`Uploader::pending`] and [`Uploader::recover`] cover the pending area. `staging` knows
+//! nothing of `uploader`; uploads landing later are announced as [`Landed`] messages.
+//!
 //! Two daemons never share a cache dir: the [`Uploader`] holds `flock` on
 //! `<cache_dir>/lock` for its lifetime.
 
+mod backoff;
+mod create;
+mod failure;
+mod lost;
+mod recovery;
 mod staging;
 pub mod uploader;
 
@@ -43,9 +55,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::api::MediaFile;
+use crate::fs::entry::FileEntry;
 
 pub use staging::StagedFile;
-pub use uploader::{OnLanded, Uploader};
+pub use uploader::{Landed, Uploader};
 
 /// Settings of the write path.
 #[derive(Debug, Clone)]
@@ -83,6 +96,16 @@ pub struct Carry {
 
 impl Carry {
     pub fn from_file(f: &MediaFile) -> Carry {
+        Carry {
+            description: f.description.clone(),
+            alt_text: f.alt_text.clone(),
+            is_favorite: f.is_favorite,
+            is_private: f.is_private,
+            sort_order: f.sort_order,
+        }
+    }
+
+    pub fn from_entry(f: &FileEntry) -> Carry {
         Carry {
             description: f.description.clone(),
             alt_text: f.alt_text.clone(),

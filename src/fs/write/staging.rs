@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::uploader::Uploader;
 use super::{Carry, UploadTarget};
 use crate::api::MediaFile;
 use crate::fs::error::{Error, Result};
@@ -160,6 +159,9 @@ pub(super) struct State {
     pub discarded: bool,
     /// In the uploader's pending registry (a background task retries it).
     pub registered: bool,
+    /// Its user is done with it ([`super::Uploader::release`]): once uploaded, the local
+    /// copy goes.
+    pub released: bool,
     pub last_error: Option<String>,
     /// See [`Sidecar::maybe_landed`].
     pub maybe_landed: bool,
@@ -167,15 +169,14 @@ pub(super) struct State {
 
 /// A file open for writing, staged on local disk. `Send + Sync`; all methods take `&self`.
 ///
-/// Dropping the last reference removes the local files of a file that is clean (committed,
-/// or never changed) or discarded. A dirty file is never removed silently: it goes to the
-/// pending area and is uploaded from there.
+/// Its local files are removed only on an explicit [`super::Uploader::release`] (or
+/// [`StagedFile::discard`]); dropping it does no I/O. A staged file dropped without release
+/// leaves its files for the next mount's recovery, so nothing is lost.
 pub struct StagedFile {
     pub(super) id: Uuid,
     file: File,
     created: u64,
     pub(super) dirs: Arc<Dirs>,
-    pub(super) uploader: Weak<Uploader>,
     /// For registering `self` in the pending area from `&self` methods.
     pub(super) me: Weak<StagedFile>,
     pub(super) state: Mutex<State>,
@@ -197,7 +198,6 @@ impl StagedFile {
     /// (a new file); otherwise it stands for the unchanged remote file `target.replaces`.
     pub(super) fn create(
         dirs: &Arc<Dirs>,
-        uploader: Weak<Uploader>,
         target: UploadTarget,
         dirty: bool,
         filling: bool,
@@ -216,6 +216,7 @@ impl StagedFile {
             last: None,
             discarded: false,
             registered: false,
+            released: false,
             last_error: None,
             maybe_landed: false,
         };
@@ -240,7 +241,6 @@ impl StagedFile {
             file,
             created,
             dirs: dirs.clone(),
-            uploader,
             me: me.clone(),
             state: Mutex::new(state),
             commit_lock: tokio::sync::Mutex::new(()),
@@ -249,12 +249,7 @@ impl StagedFile {
 
     /// Re-opens a staged file of an earlier run from `loc` (its data may still be in the
     /// staging dir if a move was interrupted; it is moved next to the sidecar).
-    pub(super) fn open(
-        dirs: &Arc<Dirs>,
-        uploader: Weak<Uploader>,
-        id: Uuid,
-        loc: Location,
-    ) -> Result<Arc<StagedFile>> {
+    pub(super) fn open(dirs: &Arc<Dirs>, id: Uuid, loc: Location) -> Result<Arc<StagedFile>> {
         let meta_path = dirs.meta_path(loc, id);
         let sidecar = Sidecar::read(&meta_path)
             .map_err(|e| dirs.io_error(format!("reading {}", meta_path.display()), e))?;
@@ -289,6 +284,7 @@ impl StagedFile {
             last: None,
             discarded: false,
             registered: false,
+            released: false,
             last_error: sidecar.last_error,
             maybe_landed: sidecar.maybe_landed,
         };
@@ -297,7 +293,6 @@ impl StagedFile {
             file,
             created: sidecar.created,
             dirs: dirs.clone(),
-            uploader,
             me: me.clone(),
             state: Mutex::new(state),
             commit_lock: tokio::sync::Mutex::new(()),
@@ -389,22 +384,15 @@ impl StagedFile {
     }
 
     /// Unlinked while open: reads and writes still work on the open file, but nothing is
-    /// uploaded and the local files are removed now.
+    /// uploaded and the local files are removed now. A pending upload of it stops (its
+    /// background task sees the flag).
     pub fn discard(&self) {
-        let was_registered = {
-            let mut st = self.lock();
-            if st.discarded {
-                return;
-            }
-            st.discarded = true;
-            self.remove_files(&st);
-            std::mem::replace(&mut st.registered, false)
-        };
-        if was_registered {
-            if let Some(up) = self.uploader.upgrade() {
-                up.unregister(self.id);
-            }
+        let mut st = self.lock();
+        if st.discarded {
+            return;
         }
+        st.discarded = true;
+        self.remove_files(&st);
     }
 
     /// Path of the data file now (it moves to the pending area when an upload fails).
@@ -479,44 +467,6 @@ impl StagedFile {
                 }
             }
         }
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        let uploader = self.uploader.upgrade();
-        if let Some(up) = &uploader {
-            up.forget_live(self.id);
-        }
-        let mut st = self.lock();
-        if st.discarded {
-            return;
-        }
-        if !st.dirty {
-            // Landed (or never changed): the local copy has served its purpose.
-            self.remove_files(&st);
-            return;
-        }
-        let Some(up) = uploader else {
-            // The uploader is gone (unmount): the data waits where it is for the next mount.
-            return;
-        };
-        if st.registered {
-            return;
-        }
-        // Dirty and never handed to the pending area (released without a commit): hand it
-        // over now, never drop it.
-        tracing::warn!(
-            file = %st.target.name,
-            size = st.len,
-            "staged file released with changes not uploaded; moving it to the pending area"
-        );
-        if let Err(e) = self.move_to_pending(&mut st) {
-            tracing::error!("{e}; it stays in the staging dir and is uploaded on the next mount");
-            return;
-        }
-        drop(st);
-        up.adopt_pending(self.id);
     }
 }
 

@@ -35,12 +35,13 @@ fn config(dir: &Path) -> WriteConfig {
 fn uploader(mock: &Arc<MockClient>, dir: &Path) -> (Arc<Uploader>, Landed) {
     let landed: Landed = Arc::default();
     let sink = landed.clone();
-    let up = Uploader::new(
-        mock.clone(),
-        config(dir),
-        Box::new(move |t, f| sink.lock().unwrap().push((t.clone(), f.clone()))),
-    )
-    .unwrap();
+    let up = Uploader::new(mock.clone(), config(dir), Arc::default()).unwrap();
+    let mut rx = up.take_landed().unwrap();
+    tokio::spawn(async move {
+        while let Some(l) = rx.recv().await {
+            sink.lock().unwrap().push((l.target, l.file));
+        }
+    });
     (up, landed)
 }
 
@@ -134,7 +135,7 @@ async fn new_file_uploads_identical_bytes_with_name_and_mime() {
     );
 
     // The last reference of a committed file removes its local files.
-    drop(staged);
+    e.up.release(staged);
     assert!(listing(&e.dir.path().join("staging")).is_empty());
     assert!(listing(&e.dir.path().join("pending")).is_empty());
     assert_eq!(e.up.staging_bytes(), 0);
@@ -338,7 +339,7 @@ async fn unchanged_existing_file_is_not_uploaded_and_truncate_is() {
     let got = e.up.commit(&staged).await.unwrap();
     assert_eq!(got.id, old.id);
     assert_eq!(e.mock.calls("create_file"), 0);
-    drop(staged);
+    e.up.release(staged);
 
     // O_TRUNC: fill is not called, the empty file replaces the old one.
     let staged =
@@ -403,7 +404,7 @@ async fn offline_commit_fails_keeps_data_pending_and_lands_later() {
     );
     assert!(listing(&e.dir.path().join("staging")).is_empty());
     // Closing the file must not lose it.
-    drop(staged);
+    e.up.release(staged);
     assert_eq!(e.up.pending().len(), 1);
 
     e.mock.set_offline(false);
@@ -430,7 +431,7 @@ async fn too_large_gives_efbig_keeps_data_and_does_not_hot_loop() {
     let err = e.up.commit(&staged).await.unwrap_err();
     assert_eq!(err.errno, libc::EFBIG);
     assert!(err.message.contains("5000 bytes"), "{}", err.message);
-    drop(staged);
+    e.up.release(staged);
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
@@ -556,7 +557,7 @@ async fn pending_uploads_survive_a_restart() {
         staged.write_at(0, b"not yet").unwrap();
         mock.set_offline(true);
         up.commit(&staged).await.unwrap_err();
-        drop(staged);
+        up.release(staged);
         let left = up.shutdown(Duration::from_millis(100)).await;
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].name, "later.txt");
@@ -579,7 +580,7 @@ async fn released_without_commit_goes_to_pending_and_lands() {
     let e = env();
     let staged = e.up.stage_new(target("forgotten.txt", None)).unwrap();
     staged.write_at(0, b"do not lose").unwrap();
-    drop(staged);
+    e.up.release(staged);
     let landed = e.landed.clone();
     wait_for("adopted upload", || !landed.lock().unwrap().is_empty()).await;
     let f = &files_named(&e.mock, "forgotten.txt")[0];
@@ -589,7 +590,7 @@ async fn released_without_commit_goes_to_pending_and_lands() {
 #[tokio::test]
 async fn lock_excludes_a_second_uploader() {
     let e = env();
-    let err = Uploader::new(e.mock.clone(), config(e.dir.path()), Box::new(|_, _| {}))
+    let err = Uploader::new(e.mock.clone(), config(e.dir.path()), Arc::default())
         .err()
         .expect("second uploader on the same cache dir");
     assert_eq!(err.errno, libc::EBUSY);
@@ -599,7 +600,7 @@ async fn lock_excludes_a_second_uploader() {
         err.message
     );
     drop(e.up);
-    Uploader::new(e.mock.clone(), config(e.dir.path()), Box::new(|_, _| {}))
+    Uploader::new(e.mock.clone(), config(e.dir.path()), Arc::default())
         .expect("lock released with the first uploader");
 }
 
@@ -654,7 +655,7 @@ async fn discard_uploads_nothing_and_removes_files() {
     assert_eq!(staged.read_at(0, 100).unwrap(), b"temporary");
     let err = e.up.commit(&staged).await.unwrap_err();
     assert_eq!(err.errno, libc::ENOENT);
-    drop(staged);
+    e.up.release(staged);
     assert_eq!(e.mock.calls("create_file"), 0);
     assert!(listing(&e.dir.path().join("staging")).is_empty());
     assert!(listing(&e.dir.path().join("pending")).is_empty());
@@ -669,7 +670,7 @@ async fn discard_of_a_pending_upload_stops_it() {
     e.up.commit(&staged).await.unwrap_err();
     staged.discard();
     assert!(e.up.pending().is_empty());
-    drop(staged);
+    e.up.release(staged);
     assert!(listing(&e.dir.path().join("pending")).is_empty());
     e.mock.set_offline(false);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -753,7 +754,7 @@ fn writes_to_a_full_device_report_enospc() {
 #[test]
 fn uploader_needs_a_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Uploader::new(MockClient::new(), config(dir.path()), Box::new(|_, _| {}))
+    let err = Uploader::new(MockClient::new(), config(dir.path()), Arc::default())
         .err()
         .expect("no runtime");
     assert_eq!(err.errno, libc::EINVAL);
@@ -873,7 +874,7 @@ async fn lost_answer_is_found_instead_of_uploading_twice() {
         inner: mock.clone(),
         lose: 1.into(),
     });
-    let up = Uploader::new(client, config(dir.path()), Box::new(|_, _| {})).unwrap();
+    let up = Uploader::new(client, config(dir.path()), Arc::default()).unwrap();
     let data = random_bytes(8, 20_000);
     let staged = up.stage_new(target("clip.mp4", Some(&folder.id))).unwrap();
     staged.write_at(0, &data).unwrap();
@@ -935,7 +936,7 @@ async fn crash_during_upload_does_not_duplicate_after_recovery() {
             inner: mock.clone(),
             lose: 1.into(),
         });
-        let up = Uploader::new(client, config(dir.path()), Box::new(|_, _| {})).unwrap();
+        let up = Uploader::new(client, config(dir.path()), Arc::default()).unwrap();
         let staged = up.stage_new(target("once.bin", None)).unwrap();
         staged.write_at(0, &data).unwrap();
         // The file is stored, the answer lost; then the daemon dies before the next attempt

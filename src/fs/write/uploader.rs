@@ -2,29 +2,36 @@
 //! shutdown and the cache dir lock.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::future::Future;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::Level;
 use uuid::Uuid;
 
-use super::staging::{mime_for, Dirs, Location, Sidecar, StagedFile};
+use super::backoff::{min_delay, next_delay, quick_retries};
+use super::staging::{Dirs, Location, StagedFile};
+use super::{create, failure, recovery};
 use super::{PendingInfo, UploadTarget, WriteConfig};
-use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile, NewFile, Parent};
+use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile};
 use crate::fs::error::{Error, Result};
+use crate::fs::readers::OpenReaders;
 
-/// Called when a pending upload lands in the background.
-pub type OnLanded = Box<dyn Fn(&UploadTarget, &MediaFile) + Send + Sync>;
+/// A pending upload that landed in the background: the core points the entry at `file`
+/// and, once nothing holds `staged`, releases it (see [`Uploader::release`]).
+#[derive(Debug)]
+pub struct Landed {
+    pub target: UploadTarget,
+    pub file: MediaFile,
+    pub staged: Arc<StagedFile>,
+}
 
 /// Background uploads running at once (recovery may find many).
 const BACKGROUND_UPLOADS: usize = 2;
@@ -36,7 +43,8 @@ pub struct Uploader {
     dirs: Arc<Dirs>,
     /// Holds `flock` on `<cache_dir>/lock` while open.
     _lock: File,
-    on_landed: OnLanded,
+    landed_tx: tokio::sync::mpsc::UnboundedSender<Landed>,
+    landed_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Landed>>>,
     runtime: Handle,
     me: Weak<Uploader>,
     /// Every staged file alive, for stats and the shutdown report.
@@ -48,15 +56,29 @@ pub struct Uploader {
     inflight: AtomicUsize,
     shutting_down: AtomicBool,
     background_slots: Semaphore,
-    /// Tells whether a replaced remote file is still open for reading: its delete then
-    /// waits (see [`Uploader::take_deferred_delete`]) so readers of the old version are not
-    /// broken mid-read.
-    in_use: Mutex<Option<InUse>>,
-    deferred_deletes: Mutex<std::collections::HashSet<String>>,
+    /// Replaced remote files still open for reading: their delete waits for the last
+    /// reader, so readers of the old version are not broken mid-read.
+    readers: Arc<OpenReaders>,
 }
 
-/// See [`Uploader::set_in_use`].
-pub type InUse = Box<dyn Fn(&str) -> bool + Send + Sync>;
+/// Why a commit failed.
+enum Failed {
+    /// The upload itself failed; the data is kept (`kept`: in the pending area).
+    Upload {
+        err: ApiError,
+        target: UploadTarget,
+        size: u64,
+        kept: bool,
+    },
+    Other(Error),
+}
+
+impl Failed {
+    /// Whether another attempt soon may cure it (decided by the API error alone).
+    fn is_transient(&self) -> bool {
+        matches!(self, Failed::Upload { err, .. } if err.is_transient())
+    }
+}
 
 /// What one commit did.
 struct Committed {
@@ -80,14 +102,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Uploader {
-    /// Creates the cache dirs (0700) and takes the cache dir lock. `on_landed` is called
-    /// from a background task when a pending upload lands later.
+    /// Creates the cache dirs (0700) and takes the cache dir lock. Uploads that land later
+    /// in the background are announced on [`Uploader::take_landed`]; replaced files still
+    /// counted in `readers` are deleted only after their last reader.
     ///
     /// Must be called inside a Tokio runtime: background retries are spawned on it.
     pub fn new(
         client: Arc<dyn MediaClient>,
         config: WriteConfig,
-        on_landed: OnLanded,
+        readers: Arc<OpenReaders>,
     ) -> Result<Arc<Uploader>> {
         let runtime = Handle::try_current().map_err(|_| {
             Error::new(
@@ -102,7 +125,7 @@ impl Uploader {
             .mode(0o700)
             .create(&dirs.root)
             .map_err(|e| io("creating cache dir", &dirs.root, e))?;
-        let lock_file = take_lock(&dirs.root)?;
+        let lock_file = recovery::take_lock(&dirs.root)?;
         for d in [&dirs.staging, &dirs.pending] {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -113,12 +136,14 @@ impl Uploader {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700))
                 .map_err(|e| io("chmod", d, e))?;
         }
+        let (landed_tx, landed_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new_cyclic(|me| Uploader {
             client,
             config,
             dirs,
             _lock: lock_file,
-            on_landed,
+            landed_tx,
+            landed_rx: Mutex::new(Some(landed_rx)),
             runtime,
             me: me.clone(),
             live: Mutex::new(HashMap::new()),
@@ -127,37 +152,24 @@ impl Uploader {
             inflight: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             background_slots: Semaphore::new(BACKGROUND_UPLOADS),
-            in_use: Mutex::new(None),
-            deferred_deletes: Mutex::new(Default::default()),
+            readers,
         }))
     }
 
-    /// Installs the check "is this remote file open for reading?". A replaced file that is
-    /// still being read is not deleted at commit; its id is kept until
-    /// [`Uploader::take_deferred_delete`] hands it back when the last reader closes.
-    pub fn set_in_use(&self, in_use: InUse) {
-        *lock(&self.in_use) = Some(in_use);
+    /// The uploads that land later in the background, once (for the core's task that
+    /// applies them).
+    pub fn take_landed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Landed>> {
+        lock(&self.landed_rx).take()
     }
 
-    /// True (once) if `id` was replaced while open and its delete waits for the caller,
-    /// which must now delete it (see [`Uploader::delete_replaced_now`]).
-    pub fn take_deferred_delete(&self, id: &str) -> bool {
-        lock(&self.deferred_deletes).remove(id)
-    }
-
-    /// Whether `id` is a replaced file kept only for its readers (listings hide it).
-    pub fn is_deferred_delete(&self, id: &str) -> bool {
-        lock(&self.deferred_deletes).contains(id)
-    }
-
-    /// Deletes a replaced remote file whose delete was deferred.
+    /// Deletes a replaced remote file whose delete was deferred to its last reader.
     pub async fn delete_replaced_now(&self, old: &str) {
         self.delete_replaced_inner(old, old).await;
     }
 
     /// Stages a new, empty file. It is uploaded on commit even if nothing is written to it.
     pub fn stage_new(self: &Arc<Self>, target: UploadTarget) -> Result<Arc<StagedFile>> {
-        let staged = StagedFile::create(&self.dirs, self.me.clone(), target, true, false)?;
+        let staged = StagedFile::create(&self.dirs, target, true, false)?;
         self.add_live(&staged);
         Ok(staged)
     }
@@ -180,7 +192,7 @@ impl Uploader {
         F: FnOnce(Arc<StagedFile>) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        let staged = StagedFile::create(&self.dirs, self.me.clone(), target, truncate, !truncate)?;
+        let staged = StagedFile::create(&self.dirs, target, truncate, !truncate)?;
         self.add_live(&staged);
         if truncate {
             return Ok(staged);
@@ -202,9 +214,54 @@ impl Uploader {
     /// `upload_retry_for`) the data is in the pending area, retried in the background, and
     /// the error is returned so that `close()` reports it.
     pub async fn commit(&self, staged: &StagedFile) -> Result<MediaFile> {
-        self.commit_inner(staged, self.config.upload_retry_for)
+        match self
+            .commit_inner(staged, self.config.upload_retry_for)
             .await
-            .map(|c| c.file)
+        {
+            Ok(c) => Ok(c.file),
+            Err(Failed::Upload {
+                err,
+                target,
+                size,
+                kept,
+            }) => Err(failure::upload_error(
+                &self.dirs,
+                &self.config,
+                &target,
+                size,
+                err,
+                kept,
+            )),
+            Err(Failed::Other(e)) => Err(e),
+        }
+    }
+
+    /// The user of `staged` is done with it (its last handle closed and the namespace let
+    /// go of it). Explicit, not in `Drop`, because it does I/O: a clean copy's local files
+    /// are removed; one with changes not uploaded goes to the pending area and is retried
+    /// in the background (never dropped).
+    pub fn release(&self, staged: Arc<StagedFile>) {
+        let mut st = staged.lock();
+        st.released = true;
+        if st.discarded || st.registered {
+            return;
+        }
+        if !st.dirty {
+            // Landed (or never changed): the local copy has served its purpose.
+            staged.remove_files(&st);
+            return;
+        }
+        tracing::warn!(
+            file = %st.target.name,
+            size = st.len,
+            "staged file released with changes not uploaded; moving it to the pending area"
+        );
+        if let Err(e) = staged.move_to_pending(&mut st) {
+            tracing::error!("{e}; it stays in the staging dir and is uploaded on the next mount");
+            return;
+        }
+        drop(st);
+        self.register(staged, Duration::ZERO);
     }
 
     /// Retries, in the background, every upload left over by an earlier run: the pending
@@ -215,22 +272,24 @@ impl Uploader {
         let skip = |id: &Uuid| live.contains(id) || registered.contains(id);
 
         // Interrupted writes first: move them to the pending area.
-        for (id, path) in sidecars(&self.dirs.staging) {
+        for (id, path) in recovery::sidecars(&self.dirs.staging) {
             if skip(&id) {
                 continue;
             }
-            self.recover_staging(id, &path);
+            recovery::recover_staging(&self.dirs, id, &path);
         }
-        for (id, path) in sidecars(&self.dirs.pending) {
+        for (id, path) in recovery::sidecars(&self.dirs.pending) {
             if skip(&id) {
                 continue;
             }
-            match StagedFile::open(&self.dirs, self.me.clone(), id, Location::Pending) {
+            match StagedFile::open(&self.dirs, id, Location::Pending) {
                 Ok(staged) => {
                     if !staged.is_dirty() {
-                        // Landed before the crash; drop removes the leftovers.
+                        // Landed before the crash: remove the leftovers.
+                        staged.remove_files(&staged.lock());
                         continue;
                     }
+                    staged.lock().released = true;
                     let target = staged.target();
                     tracing::info!(
                         file = %target.name,
@@ -249,13 +308,17 @@ impl Uploader {
         // Orphan data files (no sidecar anywhere) are empty by construction: the sidecar is
         // written before the data file is created.
         for dir in [&self.dirs.staging, &self.dirs.pending] {
-            remove_orphans(dir, &self.dirs);
+            recovery::remove_orphans(dir, &self.dirs);
         }
     }
 
     /// Uploads waiting in the pending area, by name.
     pub fn pending(&self) -> Vec<PendingInfo> {
-        let staged: Vec<Arc<StagedFile>> = lock(&self.registry).values().cloned().collect();
+        let staged: Vec<Arc<StagedFile>> = lock(&self.registry)
+            .values()
+            .filter(|s| !s.is_discarded())
+            .cloned()
+            .collect();
         let mut out: Vec<PendingInfo> = staged.iter().map(|s| info_of(s)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -311,29 +374,14 @@ impl Uploader {
     }
 
     fn add_live(&self, staged: &Arc<StagedFile>) {
-        lock(&self.live).insert(staged.id, Arc::downgrade(staged));
+        let mut live = lock(&self.live);
+        // Staged files gone since are swept here, not in a `Drop`.
+        live.retain(|_, w| w.strong_count() > 0);
+        live.insert(staged.id, Arc::downgrade(staged));
     }
 
-    pub(super) fn forget_live(&self, id: Uuid) {
-        lock(&self.live).remove(&id);
-    }
-
-    pub(super) fn unregister(&self, id: Uuid) {
-        // Take the entry out first: dropping it may run `StagedFile::drop`, which locks.
-        let removed = lock(&self.registry).remove(&id);
-        drop(removed);
-    }
-
-    /// A staged file released dirty and moved to the pending area by its `Drop`: reopen it
-    /// and retry it like any pending upload.
-    pub(super) fn adopt_pending(&self, id: Uuid) {
-        match StagedFile::open(&self.dirs, self.me.clone(), id, Location::Pending) {
-            Ok(staged) => {
-                self.add_live(&staged);
-                self.register(staged, Duration::ZERO);
-            }
-            Err(e) => tracing::error!("{e}; the upload is retried on the next mount"),
-        }
+    fn unregister(&self, id: Uuid) {
+        lock(&self.registry).remove(&id);
     }
 
     /// Puts a staged file in the pending registry and starts its background retries.
@@ -349,7 +397,11 @@ impl Uploader {
         tasks.push(task.abort_handle());
     }
 
-    async fn commit_inner(&self, staged: &StagedFile, retry_for: Duration) -> Result<Committed> {
+    async fn commit_inner(
+        &self,
+        staged: &StagedFile,
+        retry_for: Duration,
+    ) -> std::result::Result<Committed, Failed> {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let _busy = Busy(&self.inflight);
         let _serial = staged.commit_lock.lock().await;
@@ -357,11 +409,13 @@ impl Uploader {
         let (target, generation, target_generation, data_path, size, last, maybe_landed) = {
             let st = staged.lock();
             if st.discarded {
-                return Err(Error::new(
-                    libc::ENOENT,
-                    format!("{:?} was deleted while open; not uploaded", st.target.name),
-                )
-                .with_level(Level::DEBUG));
+                return Err(Failed::Other(
+                    Error::new(
+                        libc::ENOENT,
+                        format!("{:?} was deleted while open; not uploaded", st.target.name),
+                    )
+                    .with_level(Level::DEBUG),
+                ));
             }
             (
                 st.target.clone(),
@@ -390,16 +444,23 @@ impl Uploader {
                     uploaded: false,
                 })
             }
-            Some(None) => return self.unchanged(staged, target).await,
+            Some(None) => return self.unchanged(staged, target).await.map_err(Failed::Other),
             None => {}
         }
 
-        let meta = new_file(&target);
+        let meta = create::new_file(&target);
         let started = Instant::now();
         let mut ambiguous = maybe_landed;
-        let result = self
-            .create_with_retry(&target, &meta, &data_path, size, retry_for, &mut ambiguous)
-            .await;
+        let result = create::create_with_retry(
+            self.client.as_ref(),
+            &target,
+            &meta,
+            &data_path,
+            size,
+            retry_for,
+            &mut ambiguous,
+        )
+        .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let file = match result {
             Ok(file) => file,
@@ -412,7 +473,12 @@ impl Uploader {
                     "upload: {err}"
                 );
                 let kept = self.keep_pending(staged, &err, ambiguous);
-                return Err(self.commit_error(&target, size, err, kept));
+                return Err(Failed::Upload {
+                    err,
+                    target,
+                    size,
+                    kept,
+                });
             }
         };
         tracing::info!(
@@ -440,6 +506,10 @@ impl Uploader {
             let unregister = st.registered && !st.dirty;
             if unregister {
                 st.registered = false;
+            }
+            if st.released && !st.dirty {
+                // Nobody holds it any more: the local copy has served its purpose.
+                staged.remove_files(&st);
             }
             (st.discarded, unregister)
         };
@@ -483,136 +553,11 @@ impl Uploader {
         })
     }
 
-    /// One Create File, repeated on transient failures for at most `retry_for`.
-    ///
-    /// Create File is not idempotent: after a failure that may have stored the file anyway
-    /// (`ambiguous`: transport error or 5xx), the parent folder is searched for it before
-    /// the next attempt, so a lost answer does not turn into a duplicate.
-    async fn create_with_retry(
-        &self,
-        target: &UploadTarget,
-        meta: &NewFile,
-        data: &Path,
-        size: u64,
-        retry_for: Duration,
-        ambiguous: &mut bool,
-    ) -> std::result::Result<MediaFile, ApiError> {
-        let started = Instant::now();
-        let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        loop {
-            if *ambiguous {
-                match self.find_landed(target, data, size).await {
-                    Ok(Some(f)) => {
-                        tracing::info!(
-                            file = %meta.file_name,
-                            id = %f.id,
-                            "an upload whose answer was lost had landed; not uploading again"
-                        );
-                        *ambiguous = false;
-                        return Ok(f);
-                    }
-                    Ok(None) => *ambiguous = false,
-                    // Cannot tell (the service is unreachable, most likely): the attempt
-                    // below will say more; a duplicate is better than a loss.
-                    Err(e) => {
-                        tracing::debug!(file = %meta.file_name, "looking for a lost upload: {e}")
-                    }
-                }
-            }
-            let err = match self.client.create_file(meta, data).await {
-                Ok(f) => {
-                    *ambiguous = false;
-                    return Ok(f);
-                }
-                Err(e) => e,
-            };
-            if matches!(err.kind, ApiErrorKind::Transport | ApiErrorKind::Server) {
-                *ambiguous = true;
-            }
-            if !(err.is_transient() && started.elapsed() + delay <= retry_for) {
-                return Err(err);
-            }
-            tracing::debug!(file = %meta.file_name, "upload failed, retrying: {err}");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-    }
-
-    /// A file in the target folder with the upload's name, size and bytes (SHA-256), other
-    /// than the one it replaces: an earlier attempt that landed although its answer was lost.
-    async fn find_landed(
-        &self,
-        target: &UploadTarget,
-        data: &Path,
-        size: u64,
-    ) -> std::result::Result<Option<MediaFile>, ApiError> {
-        let parent = Parent::from_id(target.parent_folder_id.as_deref());
-        let mut candidates: Vec<MediaFile> = self
-            .client
-            .list_files(&parent)
-            .await?
-            .into_iter()
-            .filter(|f| {
-                f.title.as_deref() == Some(target.name.as_str())
-                    && f.upload
-                        .as_ref()
-                        .is_some_and(|u| u.file_name == target.name)
-                    && f.size() == size
-                    && target.replaces.as_deref() != Some(f.id.as_str())
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Ok(None);
-        }
-        // Newest first: the lost upload is the latest of its kind.
-        candidates.sort_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
-        let path = data.to_path_buf();
-        let local = tokio::task::spawn_blocking(move || sha256_file(&path))
-            .await
-            .map_err(|e| ApiError::new(ApiErrorKind::Local, format!("hashing task: {e}")))?
-            .map_err(|e| ApiError::new(ApiErrorKind::Local, format!("hashing staged data: {e}")))?;
-        for c in candidates {
-            let fresh = self.client.get_file(&c.id).await?;
-            if self.remote_sha256(&fresh).await? == Some(local) {
-                return Ok(Some(fresh));
-            }
-        }
-        Ok(None)
-    }
-
-    /// SHA-256 of a remote file's bytes, read in chunks; `None` if it has no URL or its
-    /// bytes end early.
-    async fn remote_sha256(
-        &self,
-        file: &MediaFile,
-    ) -> std::result::Result<Option<[u8; 32]>, ApiError> {
-        const CHUNK: u64 = 4 << 20;
-        let Some(url) = file.url() else {
-            return Ok(None);
-        };
-        let mut hasher = Sha256::new();
-        let mut offset = 0;
-        while offset < file.size() {
-            let bytes = self
-                .client
-                .read_range(url, offset, CHUNK.min(file.size() - offset))
-                .await?;
-            if bytes.is_empty() {
-                return Ok(None);
-            }
-            hasher.update(&bytes);
-            offset += bytes.len() as u64;
-        }
-        Ok(Some(hasher.finalize().into()))
-    }
-
     /// Deletes the remote file a commit replaced. A failure leaves two copies (shown as
     /// duplicates), never none, so it is logged, not returned.
     async fn delete_replaced(&self, old: &str, name: &str) {
-        let busy = lock(&self.in_use).as_ref().is_some_and(|f| f(old));
-        if busy {
+        if self.readers.defer_delete_if_open(old) {
             tracing::debug!(file = %name, "old version still open for reading: delete deferred");
-            lock(&self.deferred_deletes).insert(old.to_string());
             return;
         }
         self.delete_replaced_inner(old, name).await;
@@ -621,14 +566,16 @@ impl Uploader {
     async fn delete_replaced_inner(&self, old: &str, name: &str) {
         let started = Instant::now();
         let retry_for = self.config.upload_retry_for;
-        let mut delay = (retry_for / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let policy = quick_retries(retry_for);
+        let mut attempt = 0;
         loop {
+            attempt += 1;
+            let delay = policy.delay(attempt, None);
             match self.client.delete_file(old).await {
                 Ok(()) => return,
                 Err(e) if e.kind == ApiErrorKind::NotFound => return,
                 Err(e) if e.is_transient() && started.elapsed() + delay <= retry_for => {
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -667,92 +614,10 @@ impl Uploader {
         };
         if spawn {
             if let Some(me) = staged.me.upgrade() {
-                self.register(me, next_delay(&self.config, None, err));
+                self.register(me, next_delay(&self.config, u32::from(err.is_transient())));
             }
         }
         moved
-    }
-
-    fn commit_error(&self, target: &UploadTarget, size: u64, err: ApiError, kept: bool) -> Error {
-        let name = &target.name;
-        let dir = self.dirs.pending.display();
-        let kept = if kept {
-            format!("kept in {dir}")
-        } else {
-            format!("kept in {}", self.dirs.staging.display())
-        };
-        match err.kind {
-            ApiErrorKind::TooLarge => {
-                let every = next_delay(&self.config, None, &err);
-                tracing::error!(
-                    file = %name,
-                    size,
-                    "upload rejected as too large by the service (HTTP 413, {size} bytes \
-                     over its size limit); {kept}, retried every {every:?}"
-                );
-                Error::api(
-                    format!(
-                        "upload of {name:?} ({size} bytes) over the service's size limit; {kept}"
-                    ),
-                    err,
-                )
-            }
-            ApiErrorKind::NotFound => {
-                let parent = target.parent_folder_id.as_deref().unwrap_or("(root)");
-                tracing::error!(
-                    file = %name,
-                    "upload failed: the folder {parent} no longer exists; {kept}"
-                );
-                Error::api(
-                    format!("upload of {name:?}: folder {parent} not found; {kept}"),
-                    err,
-                )
-                .with_level(Level::WARN)
-            }
-            _ => Error::api(
-                format!(
-                    "upload of {name:?} ({size} bytes) failed; {kept}, retried in the background"
-                ),
-                err,
-            ),
-        }
-    }
-
-    /// Staging leftovers of a crashed run: anything with changes goes to the pending area.
-    fn recover_staging(&self, id: Uuid, meta: &Path) {
-        let sidecar = match Sidecar::read(meta) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot read {}: {e} (left in place)", meta.display());
-                return;
-            }
-        };
-        let data = [Location::Staging, Location::Pending]
-            .into_iter()
-            .map(|l| self.dirs.data_path(l, id))
-            .find(|p| p.exists());
-        let Some(data) = data else {
-            tracing::warn!("{}: sidecar without data, removed", meta.display());
-            let _ = fs::remove_file(meta);
-            return;
-        };
-        if sidecar.synced {
-            let _ = fs::remove_file(&data);
-            let _ = fs::remove_file(meta);
-            return;
-        }
-        let size = fs::metadata(&data).map_or(0, |m| m.len());
-        let to_data = self.dirs.data_path(Location::Pending, id);
-        let to_meta = self.dirs.meta_path(Location::Pending, id);
-        let moved = fs::rename(&data, &to_data).and_then(|()| fs::rename(meta, &to_meta));
-        match moved {
-            Ok(()) => tracing::info!(
-                file = %sidecar.name,
-                size,
-                "a write interrupted by a crash is uploaded with what had been written"
-            ),
-            Err(e) => tracing::error!("moving {} to the pending area: {e}", meta.display()),
-        }
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -772,7 +637,8 @@ impl Drop for Uploader {
 /// attempts, so it never keeps the uploader (and the cache dir lock) alive.
 async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration) {
     let mut delay = first_delay;
-    let mut previous: Option<Duration> = None;
+    // Transient failures in a row (0 after any other failure).
+    let mut failures = 0u32;
     loop {
         tokio::time::sleep(delay).await;
         let Some(up) = uploader.upgrade() else { return };
@@ -782,6 +648,11 @@ async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration
         let Some(staged) = lock(&up.registry).get(&id).cloned() else {
             return;
         };
+        if staged.is_discarded() {
+            // Unlinked: nothing to upload any more.
+            up.unregister(id);
+            return;
+        }
         let Ok(_slot) = up.background_slots.acquire().await else {
             return;
         };
@@ -790,71 +661,32 @@ async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration
             Ok(done) => {
                 if done.uploaded {
                     tracing::info!(file = %done.target.name, "pending upload landed");
-                    (up.on_landed)(&done.target, &done.file);
+                    // Nobody listening (tests, shutdown): nothing to apply.
+                    let _ = up.landed_tx.send(Landed {
+                        target: done.target,
+                        file: done.file,
+                        staged: staged.clone(),
+                    });
                 }
                 if !staged.lock().registered {
                     return;
                 }
                 // Changed again while uploading: go on.
-                previous = None;
+                failures = 0;
                 delay = min_delay(&up.config);
             }
-            Err(e) => {
-                tracing::debug!("pending upload still failing: {e}");
-                let d = if matches!(e.errno, libc::EIO | libc::EAGAIN) {
-                    backoff(&up.config, previous)
-                } else {
-                    hard_delay(&up.config)
-                };
-                previous = Some(d);
-                delay = d;
+            Err(f) => {
+                match &f {
+                    Failed::Upload { err, .. } => {
+                        tracing::debug!("pending upload still failing: {err}")
+                    }
+                    Failed::Other(e) => tracing::debug!("pending upload still failing: {e}"),
+                }
+                failures = if f.is_transient() { failures + 1 } else { 0 };
+                delay = next_delay(&up.config, failures);
             }
         }
     }
-}
-
-fn min_delay(config: &WriteConfig) -> Duration {
-    (config.upload_retry_for / 12).max(Duration::from_millis(10))
-}
-
-fn backoff(config: &WriteConfig, previous: Option<Duration>) -> Duration {
-    let max = config.upload_retry_for.max(min_delay(config));
-    previous.map_or(min_delay(config), |p| (p * 2).min(max))
-}
-
-fn hard_delay(config: &WriteConfig) -> Duration {
-    config.upload_retry_for * 10
-}
-
-/// Wait before the next background attempt after `err`.
-fn next_delay(config: &WriteConfig, previous: Option<Duration>, err: &ApiError) -> Duration {
-    if err.is_transient() {
-        backoff(config, previous)
-    } else {
-        hard_delay(config)
-    }
-}
-
-fn new_file(target: &UploadTarget) -> NewFile {
-    let c = &target.carry;
-    NewFile {
-        file_name: target.name.clone(),
-        mime_type: mime_for(&target.name),
-        title: Some(target.name.clone()),
-        description: c.description.clone(),
-        alt_text: c.alt_text.clone(),
-        is_private: c.is_private,
-        folder_id: target.parent_folder_id.clone(),
-        is_favorite: c.is_favorite,
-        sort_order: c.sort_order,
-    }
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher.finalize().into())
 }
 
 fn info_of(s: &StagedFile) -> PendingInfo {
@@ -865,90 +697,4 @@ fn info_of(s: &StagedFile) -> PendingInfo {
         data_path: s.data_path(&st),
         last_error: st.last_error.clone(),
     }
-}
-
-/// `<uuid>.json` sidecars in `dir`, oldest first (ids are UUIDv7).
-fn sidecars(dir: &Path) -> Vec<(Uuid, std::path::PathBuf)> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<_> = entries
-        .flatten()
-        .filter_map(|e| {
-            let path = e.path();
-            let name = path.file_name()?.to_str()?;
-            let id = Uuid::parse_str(name.strip_suffix(".json")?).ok()?;
-            Some((id, path))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Removes interrupted sidecar writes and data files without a sidecar anywhere.
-fn remove_orphans(dir: &Path, dirs: &Dirs) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if name.ends_with(".json.tmp") {
-            let _ = fs::remove_file(&path);
-            continue;
-        }
-        let Some(id) = name
-            .strip_suffix(".data")
-            .and_then(|s| Uuid::parse_str(s).ok())
-        else {
-            continue;
-        };
-        let has_sidecar = [Location::Staging, Location::Pending]
-            .into_iter()
-            .any(|l| dirs.meta_path(l, id).exists());
-        if has_sidecar {
-            continue;
-        }
-        match fs::metadata(&path) {
-            Ok(m) if m.len() == 0 => {
-                let _ = fs::remove_file(&path);
-            }
-            _ => tracing::warn!(
-                "{}: data without a sidecar, left in place (cannot tell where it belongs)",
-                path.display()
-            ),
-        }
-    }
-}
-
-/// `flock(LOCK_EX | LOCK_NB)` on `<cache_dir>/lock`, held as long as the file stays open.
-fn take_lock(root: &Path) -> Result<File> {
-    let path = root.join("lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(Error::new(
-                libc::EBUSY,
-                format!(
-                    "cache dir {} in use by another mediafs (lock {} is held)",
-                    root.display(),
-                    path.display()
-                ),
-            ));
-        }
-        return Err(Error::io(format!("locking {}", path.display()), err));
-    }
-    Ok(file)
 }

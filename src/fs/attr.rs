@@ -1,0 +1,104 @@
+//! File attributes as the kernel needs them, built from the core's own entries (dates were
+//! parsed when the entry arrived).
+
+use std::time::SystemTime;
+
+use crate::fs::config::FsConfig;
+use crate::fs::entry::Entry;
+use crate::fs::namespace::{Ino, Inode};
+
+/// Block size reported by `stat` and `statfs`.
+pub const BLOCK: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// File attributes as the kernel needs them.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub crtime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One entry of an open directory.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub name: String,
+    pub attr: Attr,
+}
+
+/// Filesystem statistics for `statfs` (`df`).
+#[derive(Debug, Clone)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// The attributes of `inode`. A file being written shows its staged size, and "now" as
+/// mtime while it has changes not uploaded.
+pub fn of(inode: &Inode, c: &FsConfig) -> Attr {
+    let (kind, size, mtime, crtime) = match &inode.entry {
+        Entry::Root => (
+            Kind::Dir,
+            BLOCK,
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+        ),
+        Entry::Folder(f) => (Kind::Dir, BLOCK, f.updated, f.created),
+        Entry::File(f) => (Kind::File, f.size, f.updated, f.created),
+        Entry::Local { created, .. } => (Kind::File, 0, *created, *created),
+    };
+    let size = inode.staged.as_ref().map_or(size, |s| s.len());
+    let mtime = if inode.staged.as_ref().is_some_and(|s| s.is_dirty()) {
+        SystemTime::now()
+    } else {
+        mtime
+    };
+    Attr {
+        ino: inode.ino,
+        kind,
+        size,
+        mtime,
+        ctime: mtime,
+        crtime,
+        perm: if kind == Kind::Dir {
+            c.dir_mode
+        } else {
+            c.file_mode
+        },
+        nlink: if kind == Kind::Dir { 2 } else { 1 },
+        uid: c.uid,
+        gid: c.gid,
+    }
+}
+
+/// `statfs`: the service publishes no quota, so report a large, mostly free volume, so tools
+/// that check free space before copying (cp, rsync, installers) go ahead. `staged_bytes`
+/// are in use.
+pub fn stats(inodes: u64, staged_bytes: u64) -> FsStats {
+    let blocks = 1u64 << 40; // 4 PiB of 4 KiB blocks
+    FsStats {
+        blocks,
+        bfree: blocks - staged_bytes / BLOCK,
+        files: inodes + (1 << 32),
+        ffree: 1 << 32,
+        bsize: BLOCK as u32,
+        namelen: 255,
+    }
+}

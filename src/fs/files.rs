@@ -1,0 +1,365 @@
+//! Open files: opening a file for reading (over the read path) or for writing (over a
+//! staged copy of the write path), reads, writes, commits on flush and close, and the
+//! release of staged copies once nothing holds them.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::api::ApiErrorKind;
+use crate::err;
+use crate::fs::attr::Attr;
+use crate::fs::config::FsConfig;
+use crate::fs::entry::Entry;
+use crate::fs::error::{Error, Result};
+use crate::fs::handles::{Handle, Handles, Source};
+use crate::fs::names;
+use crate::fs::namespace::Ino;
+use crate::fs::read::Reader;
+use crate::fs::superblock::Superblock;
+use crate::fs::write::{Carry, Landed, StagedFile, UploadTarget, Uploader};
+
+/// What `open` tells the kernel.
+pub struct Opened {
+    pub fh: u64,
+    /// The remote bytes are the ones the kernel may have cached from an earlier open.
+    pub keep_cache: bool,
+}
+
+pub struct OpenFiles {
+    sb: Arc<Superblock>,
+    pub(crate) handles: Handles,
+    reader: Arc<Reader>,
+    /// `None` on a read-only mount.
+    uploader: Option<Arc<Uploader>>,
+}
+
+impl OpenFiles {
+    pub fn new(
+        sb: Arc<Superblock>,
+        handles: Handles,
+        reader: Arc<Reader>,
+        uploader: Option<Arc<Uploader>>,
+    ) -> Self {
+        OpenFiles {
+            sb,
+            handles,
+            reader,
+            uploader,
+        }
+    }
+
+    fn config(&self) -> &FsConfig {
+        self.sb.config()
+    }
+
+    pub fn uploader(&self) -> Option<&Arc<Uploader>> {
+        self.uploader.as_ref()
+    }
+
+    pub fn check_writable(&self) -> Result<&Arc<Uploader>> {
+        match &self.uploader {
+            Some(u) if !self.config().read_only => Ok(u),
+            _ => Err(err!(libc::EROFS, "read-only mount")),
+        }
+    }
+
+    /// Adds a file handle; the inode stays while it is open.
+    fn add(&self, ino: Ino, h: Handle) -> u64 {
+        self.sb.lock().opened(ino);
+        self.handles.add(h)
+    }
+
+    pub async fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
+        let acc = flags & libc::O_ACCMODE;
+        if acc == libc::O_WRONLY || acc == libc::O_RDWR {
+            return self.open_for_write(ino, flags).await;
+        }
+        // A file being written is read from its staged copy.
+        let (file, staged) = {
+            let ns = self.sb.lock();
+            let inode = ns
+                .get(ino)
+                .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+            if inode.entry.is_dir() {
+                return Err(err!(libc::EISDIR, "inode {ino} is a directory"));
+            }
+            let file = match &inode.entry {
+                Entry::File(f) => Some((f.clone(), inode.refreshed)),
+                _ => None,
+            };
+            (file, inode.staged.clone())
+        };
+        if let Some(staged) = staged {
+            return Ok(Opened {
+                fh: self.add(ino, Handle::StagedRead { ino, staged }),
+                keep_cache: false,
+            });
+        }
+        let (mut file, refreshed) =
+            file.ok_or_else(|| err!(libc::EIO, "inode {ino} has no remote file"))?;
+        // Refresh what is stale: the file may have been deleted or changed remotely.
+        if refreshed.elapsed() >= self.config().dir_ttl {
+            match self.sb.client().get_file(&file.id).await {
+                Ok(f) => {
+                    file = f.clone().into();
+                    self.sb.set_file(ino, f);
+                }
+                Err(e) if e.kind == ApiErrorKind::NotFound => {
+                    self.sb.lock().remove(ino);
+                    return Err(Error::api(format!("opening {ino}"), e));
+                }
+                Err(e) => {
+                    warn!(ino, error = %e, "could not refresh file before open; using cached metadata")
+                }
+            }
+        }
+        let keep_cache = {
+            let mut ns = self.sb.lock();
+            let inode = ns
+                .get_mut(ino)
+                .ok_or_else(|| err!(libc::ENOENT, "inode {ino} vanished"))?;
+            let keep = inode.last_open_id.as_deref() == Some(file.id.as_str());
+            inode.last_open_id = Some(file.id.clone());
+            keep
+        };
+        let handle = self.reader.open(&file.id, file.size, file.url.clone());
+        let h = Handle::Read {
+            ino,
+            file_id: file.id.clone(),
+            reader: Arc::new(handle),
+        };
+        Ok(Opened {
+            fh: self.add(ino, h),
+            keep_cache,
+        })
+    }
+
+    async fn open_for_write(&self, ino: Ino, flags: i32) -> Result<Opened> {
+        let uploader = self.check_writable()?.clone();
+        let truncate = flags & libc::O_TRUNC != 0;
+        let staged = self.stage(ino, &uploader, truncate).await?;
+        if truncate {
+            staged.set_len(0)?;
+        }
+        Ok(Opened {
+            fh: self.add(ino, Handle::Write { ino, staged }),
+            keep_cache: false,
+        })
+    }
+
+    /// The staged copy of a file, created (and filled with the remote bytes unless
+    /// `truncate`) if the file has none yet.
+    async fn stage(
+        &self,
+        ino: Ino,
+        uploader: &Arc<Uploader>,
+        truncate: bool,
+    ) -> Result<Arc<StagedFile>> {
+        let (file, parent) = {
+            let ns = self.sb.lock();
+            let inode = ns
+                .get(ino)
+                .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+            if let Some(s) = &inode.staged {
+                return Ok(s.clone());
+            }
+            match &inode.entry {
+                Entry::File(f) => (f.clone(), inode.parent),
+                Entry::Root | Entry::Folder(_) => {
+                    return Err(err!(libc::EISDIR, "inode {ino} is a directory"))
+                }
+                Entry::Local { .. } => {
+                    return Err(err!(libc::EIO, "local file {ino} lost its staged copy"))
+                }
+            }
+        };
+        let target = UploadTarget {
+            parent_folder_id: self.sb.folder_id(parent)?,
+            name: file.name.clone(),
+            replaces: Some(file.id.clone()),
+            carry: Carry::from_entry(&file),
+        };
+        let reader = self.reader.clone();
+        let size = file.size;
+        let staged = uploader
+            .stage_existing(
+                target,
+                size,
+                truncate,
+                move |staged: Arc<StagedFile>| async move {
+                    let handle = reader.open(&file.id, size, file.url.clone());
+                    let mut off = 0u64;
+                    while off < size {
+                        let chunk = reader.read(&handle, off, 1 << 20).await?;
+                        if chunk.is_empty() {
+                            return Err(err!(
+                                libc::EIO,
+                                "remote file ended early at {off} of {size}"
+                            ));
+                        }
+                        staged.write_at(off, &chunk)?;
+                        off += chunk.len() as u64;
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+        let mut ns = self.sb.lock();
+        let inode = ns
+            .get_mut(ino)
+            .ok_or_else(|| err!(libc::ENOENT, "inode {ino} vanished"))?;
+        // Another open may have staged it meanwhile: keep the first, drop ours unused.
+        let kept = inode.staged.get_or_insert_with(|| staged.clone()).clone();
+        if !Arc::ptr_eq(&kept, &staged) {
+            staged.discard();
+        }
+        Ok(kept)
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        match self.handles.source(fh)? {
+            Source::Remote(h) => self.reader.read(&h, offset, size).await,
+            Source::Staged(s) => Ok(Bytes::from(s.read_at(offset, size)?)),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let (_, staged) = self.handles.writer(fh)?;
+        staged.write_at(offset, data)
+    }
+
+    pub async fn create(&self, parent: Ino, name: &OsStr, flags: i32) -> Result<(Attr, Opened)> {
+        let uploader = self.check_writable()?.clone();
+        let remote_name = names::unescape(name).map_err(|e| err!(e, "invalid name {name:?}"))?;
+        self.sb.ensure_listing(parent).await?;
+        let existing = self.sb.lock().child(parent, &name.to_string_lossy());
+        if let Some(existing) = existing {
+            if flags & libc::O_EXCL != 0 {
+                return Err(err!(libc::EEXIST, "{name:?} exists"));
+            }
+            // O_CREAT on an existing file: open it (truncating if asked).
+            let opened = self
+                .open_for_write(existing, flags | libc::O_WRONLY)
+                .await?;
+            self.sb.lock().remember(existing);
+            return Ok((self.sb.attr(existing)?, opened));
+        }
+        let target = UploadTarget {
+            parent_folder_id: self.sb.folder_id(parent)?,
+            name: remote_name.clone(),
+            replaces: None,
+            carry: Carry::default(),
+        };
+        let staged = uploader.stage_new(target)?;
+        let ino = self.sb.insert_local(parent, remote_name, staged.clone());
+        let fh = self.add(ino, Handle::Write { ino, staged });
+        let opened = Opened {
+            fh,
+            keep_cache: false,
+        };
+        Ok((self.sb.attr(ino)?, opened))
+    }
+
+    /// flush/fsync: uploads the staged copy if it changed. The upload's result is the result.
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        match self.handles.writer(fh) {
+            Ok((ino, staged)) => self.commit(ino, &staged).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn commit(&self, ino: Ino, staged: &Arc<StagedFile>) -> Result<()> {
+        if !staged.is_dirty() {
+            return Ok(());
+        }
+        let uploader = self.check_writable()?;
+        let replaced = staged.target().replaces;
+        let file = uploader.commit(staged).await?;
+        if let Some(old) = replaced {
+            if old != file.id {
+                self.reader.invalidate(&old);
+            }
+        }
+        if let Some(url) = file.url() {
+            self.reader.offer_url(&file.id, url);
+        }
+        self.sb.set_file(ino, file);
+        Ok(())
+    }
+
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let (handle, delete_now) = self.handles.remove(fh);
+        if let (Some(id), Some(u)) = (delete_now, &self.uploader) {
+            let u = u.clone();
+            tokio::spawn(async move { u.delete_replaced_now(&id).await });
+        }
+        let (ino, staged) = match handle {
+            Some(Handle::Write { ino, staged }) => (ino, staged),
+            Some(Handle::Read { ino, .. } | Handle::StagedRead { ino, .. }) => {
+                self.sb.lock().closed(ino);
+                return Ok(());
+            }
+            Some(Handle::Dir { .. }) | None => return Ok(()),
+        };
+        // Normally flush already uploaded; this catches writes after the last flush. A
+        // failed upload is already in the pending area, retried in the background.
+        let result = if staged.is_pending() {
+            Ok(())
+        } else {
+            self.commit(ino, &staged).await
+        };
+        if !self.handles.has_writer(&staged) && !staged.is_dirty() {
+            self.let_go(ino, staged);
+        }
+        self.sb.lock().closed(ino);
+        result
+    }
+
+    /// The namespace no longer needs `staged`: hand it back to the write path.
+    fn let_go(&self, ino: Ino, staged: Arc<StagedFile>) {
+        self.sb.lock().unstage(ino, &staged);
+        if let Some(u) = &self.uploader {
+            u.release(staged);
+        }
+    }
+
+    /// A pending upload landed in the background.
+    pub fn landed(&self, landed: Landed) {
+        self.sb.landed(&landed);
+        if !self.handles.has_writer(&landed.staged) {
+            if let Some(u) = &self.uploader {
+                u.release(landed.staged);
+            }
+        }
+    }
+
+    /// Only the size is stored; mode, owner and times are accepted without effect.
+    pub async fn setattr(&self, ino: Ino, fh: Option<u64>, size: Option<u64>) -> Result<Attr> {
+        if let Some(size) = size {
+            let uploader = self.check_writable()?.clone();
+            match fh.and_then(|fh| self.handles.writer(fh).ok()) {
+                Some((_, staged)) => staged.set_len(size)?,
+                None => {
+                    // `truncate -s` on a closed file: stage, resize, upload now.
+                    let staged = self.stage(ino, &uploader, size == 0).await?;
+                    staged.set_len(size)?;
+                    if !self.handles.has_writer(&staged) {
+                        self.commit(ino, &staged).await?;
+                        self.let_go(ino, staged);
+                    }
+                }
+            }
+        }
+        self.sb.attr(ino)
+    }
+
+    /// A new directory handle over a snapshot of the entries.
+    pub fn add_dir(&self, entries: Vec<crate::fs::attr::DirEntry>) -> u64 {
+        self.handles.add(Handle::Dir {
+            entries: Arc::new(entries),
+        })
+    }
+}

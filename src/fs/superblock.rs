@@ -1,0 +1,546 @@
+//! The superblock: the namespace ([`Namespace`]) behind its one lock, the listings and
+//! their freshness, and the namespace transactions (mkdir, unlink, rmdir, rename).
+//!
+//! Lock discipline: the namespace lock is never held across an `.await`. A transaction
+//! plans under the lock (resolve names, check types and emptiness), makes its remote call
+//! without it, then applies the result under the lock in one step, checking again what
+//! may have changed meanwhile.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::api::{ApiErrorKind, FileUpdate, FolderUpdate, MediaClient, MediaFile, Parent};
+use crate::err;
+use crate::fs::attr::{self, Attr, DirEntry};
+use crate::fs::config::FsConfig;
+use crate::fs::entry::{Entry, FileEntry, FolderEntry};
+use crate::fs::error::{Error, Result};
+use crate::fs::names;
+use crate::fs::namespace::{Ino, Namespace};
+use crate::fs::read::Reader;
+use crate::fs::readers::OpenReaders;
+use crate::fs::write::{Landed, StagedFile};
+
+pub struct Superblock {
+    ns: Mutex<Namespace>,
+    client: Arc<dyn MediaClient>,
+    reader: Arc<Reader>,
+    readers: Arc<OpenReaders>,
+    /// One listing at a time per directory: concurrent lookups wait for it instead of listing too.
+    listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
+    config: FsConfig,
+}
+
+/// What a rename does, decided under the lock.
+struct RenamePlan {
+    ino: Ino,
+    entry: Entry,
+    staged: Option<Arc<StagedFile>>,
+    /// The entry it replaces.
+    target: Option<Ino>,
+    new_folder: Option<String>,
+}
+
+enum Planned {
+    Go(Box<RenamePlan>),
+    /// Renaming an entry onto itself.
+    Nothing,
+    /// The target directory's listing is needed to tell whether it is empty.
+    List(Ino),
+}
+
+fn utf8(name: &OsStr) -> Result<&str> {
+    name.to_str()
+        .ok_or_else(|| err!(libc::ENOENT, "non-UTF-8 name"))
+}
+
+impl Superblock {
+    pub fn new(
+        client: Arc<dyn MediaClient>,
+        reader: Arc<Reader>,
+        readers: Arc<OpenReaders>,
+        config: FsConfig,
+    ) -> Self {
+        Superblock {
+            ns: Mutex::new(Namespace::new()),
+            client,
+            reader,
+            readers,
+            listing_locks: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Namespace> {
+        self.ns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &Arc<dyn MediaClient> {
+        &self.client
+    }
+
+    pub fn attr(&self, ino: Ino) -> Result<Attr> {
+        let ns = self.lock();
+        let inode = ns
+            .get(ino)
+            .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+        Ok(attr::of(inode, &self.config))
+    }
+
+    /// The remote folder id of directory `dir` (`None` = root).
+    pub fn folder_id(&self, dir: Ino) -> Result<Option<String>> {
+        self.lock()
+            .folder_id(dir)
+            .ok_or_else(|| err!(libc::ENOTDIR, "inode {dir} is not a directory"))
+    }
+
+    pub fn child_of(&self, parent: Ino, name: &OsStr) -> Result<Ino> {
+        let name = utf8(name)?;
+        self.lock()
+            .child(parent, name)
+            .ok_or_else(|| err!(libc::ENOENT, "no entry {name:?}"))
+    }
+
+    // ----- listings -------------------------------------------------------------------
+
+    /// Makes sure `dir`'s listing is fresh (fetching it if needed). While the service is
+    /// unreachable a stale listing keeps answering.
+    pub async fn ensure_listing(&self, dir: Ino) -> Result<()> {
+        let ttl = self.config.dir_ttl;
+        let parent = {
+            let ns = self.lock();
+            if ns.is_fresh(dir, ttl) {
+                return Ok(());
+            }
+            let id = ns
+                .folder_id(dir)
+                .ok_or_else(|| err!(libc::ENOTDIR, "inode {dir} is not a directory"))?;
+            Parent::from_id(id.as_deref())
+        };
+        let lock = self
+            .listing_locks
+            .lock()
+            .unwrap()
+            .entry(dir)
+            .or_default()
+            .clone();
+        let result = {
+            let _guard = lock.lock().await;
+            self.list(dir, &parent).await
+        };
+        // The per-directory lock goes with its last user: a walk over many directories
+        // must not leave one behind per directory.
+        drop(lock);
+        self.listing_locks
+            .lock()
+            .unwrap()
+            .retain(|_, l| Arc::strong_count(l) > 1);
+        result
+    }
+
+    async fn list(&self, dir: Ino, parent: &Parent) -> Result<()> {
+        let ttl = self.config.dir_ttl;
+        if self.lock().is_fresh(dir, ttl) {
+            return Ok(()); // someone else listed it while we waited
+        }
+        let (folders, files) = tokio::join!(
+            self.client.list_folders(parent),
+            self.client.list_files(parent)
+        );
+        match folders.and_then(|f| files.map(|x| (f, x))) {
+            Ok((folders, files)) => {
+                // Converted once, here, outside the lock. Old versions of overwritten files
+                // kept for their readers are not entries.
+                let folders: Vec<FolderEntry> = folders.into_iter().map(Into::into).collect();
+                let files: Vec<FileEntry> = files
+                    .into_iter()
+                    .filter(|f| !self.readers.is_deferred(&f.id))
+                    .map(Into::into)
+                    .collect();
+                debug!(dir, folders = folders.len(), files = files.len(), "listed");
+                for f in &files {
+                    if let Some(url) = &f.url {
+                        self.reader.offer_url(&f.id, url);
+                    }
+                }
+                self.lock().apply_listing(dir, folders, files);
+                Ok(())
+            }
+            Err(e) => {
+                let mut ns = self.lock();
+                if e.is_transient() && ns.has_listing(dir) {
+                    warn!(dir, error = %e, "listing failed; serving the cached listing");
+                    ns.extend_listing(dir, ttl, Duration::from_secs(5));
+                    Ok(())
+                } else {
+                    if e.kind == ApiErrorKind::NotFound {
+                        // The folder itself is gone.
+                        ns.remove(dir);
+                    }
+                    Err(Error::api(format!("listing directory {dir}"), e))
+                }
+            }
+        }
+    }
+
+    /// `lookup`: the entry's attributes, and one more kernel reference to it.
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        if name.len() > names::MAX_NAME_BYTES {
+            return Err(err!(libc::ENAMETOOLONG, "name of {} bytes", name.len()));
+        }
+        let name = utf8(name)?;
+        self.ensure_listing(parent).await?;
+        let mut ns = self.lock();
+        let ino = ns
+            .child(parent, name)
+            .ok_or_else(|| err!(libc::ENOENT, "no entry {name:?} in {parent}"))?;
+        ns.remember(ino);
+        Ok(attr::of(ns.get(ino).expect("child exists"), &self.config))
+    }
+
+    /// The entries of `ino` with `.` and `..`, for an open directory.
+    pub async fn dir_entries(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        self.ensure_listing(ino).await?;
+        let ns = self.lock();
+        let me = ns
+            .get(ino)
+            .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+        let parent = ns.get(me.parent).unwrap_or(me);
+        let c = &self.config;
+        let mut v = vec![
+            DirEntry {
+                ino,
+                name: ".".into(),
+                attr: attr::of(me, c),
+            },
+            DirEntry {
+                ino: parent.ino,
+                name: "..".into(),
+                attr: attr::of(parent, c),
+            },
+        ];
+        for child in ns.children(ino) {
+            v.push(DirEntry {
+                ino: child.ino,
+                name: child.name.clone(),
+                attr: attr::of(child, c),
+            });
+        }
+        Ok(v)
+    }
+
+    /// The kernel got `ino` from a readdirplus entry: false if it is gone meanwhile.
+    pub fn remember(&self, ino: Ino) -> bool {
+        self.lock().remember(ino)
+    }
+
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.lock().forget(ino, n);
+    }
+
+    /// Points `ino` at the remote file it now is (after an upload or an update).
+    pub fn set_file(&self, ino: Ino, file: MediaFile) {
+        let entry = Entry::file(file);
+        self.lock().set_entry(ino, entry);
+    }
+
+    /// A pending upload landed later: the entry it was written as is that file now. Returns
+    /// the inode it landed for, if still known.
+    pub fn landed(&self, landed: &Landed) -> Option<Ino> {
+        let entry = Entry::file(landed.file.clone());
+        let mut ns = self.lock();
+        let dir = ns.dir_of_folder(landed.target.parent_folder_id.as_deref())?;
+        let ino = ns.find_local(dir, &landed.target.name).or_else(|| {
+            ns.children(dir)
+                .iter()
+                .find(|i| {
+                    i.staged
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(s, &landed.staged))
+                })
+                .map(|i| i.ino)
+        });
+        if let Some(ino) = ino {
+            ns.set_entry(ino, entry);
+            ns.unstage(ino, &landed.staged);
+        }
+        ns.invalidate(dir);
+        ino
+    }
+
+    /// SIGHUP: every listing is fetched again on next use.
+    pub fn invalidate_all(&self) {
+        self.lock().invalidate_all();
+    }
+
+    // ----- transactions ---------------------------------------------------------------
+
+    pub async fn mkdir(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+        let remote_name = names::unescape(name).map_err(|e| err!(e, "invalid name {name:?}"))?;
+        self.ensure_listing(parent).await?;
+        if self.child_of(parent, name).is_ok() {
+            return Err(err!(libc::EEXIST, "{name:?} exists"));
+        }
+        let parent_id = self.folder_id(parent)?;
+        let folder = self
+            .client
+            .create_folder(&remote_name, parent_id.as_deref())
+            .await
+            .map_err(|e| Error::api(format!("mkdir {name:?}"), e))?;
+        let entry = Entry::folder(folder);
+        let mut ns = self.lock();
+        let ino = ns.insert(parent, entry);
+        // A new folder is empty: no need to list it.
+        ns.apply_listing(ino, Vec::<FolderEntry>::new(), Vec::<FileEntry>::new());
+        ns.remember(ino);
+        Ok(attr::of(ns.get(ino).expect("just inserted"), &self.config))
+    }
+
+    /// A file created through the mount, not uploaded yet; one kernel reference.
+    pub fn insert_local(&self, parent: Ino, name: String, staged: Arc<StagedFile>) -> Ino {
+        let mut ns = self.lock();
+        let ino = ns.insert(
+            parent,
+            Entry::Local {
+                name,
+                created: std::time::SystemTime::now(),
+            },
+        );
+        ns.get_mut(ino).expect("just inserted").staged = Some(staged);
+        ns.remember(ino);
+        ino
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.ensure_listing(parent).await?;
+        let ino = self.child_of(parent, name)?;
+        let (entry, staged) = {
+            let ns = self.lock();
+            let i = ns.get(ino).expect("child exists");
+            (i.entry.clone(), i.staged.clone())
+        };
+        match entry {
+            Entry::Root | Entry::Folder(_) => {
+                return Err(err!(libc::EISDIR, "{name:?} is a directory"))
+            }
+            Entry::File(f) => match self.client.delete_file(&f.id).await {
+                Ok(()) => self.reader.invalidate(&f.id),
+                Err(e) if e.kind == ApiErrorKind::NotFound => {}
+                Err(e) => return Err(Error::api(format!("unlink {name:?}"), e)),
+            },
+            Entry::Local { .. } => {}
+        }
+        if let Some(s) = staged {
+            s.discard();
+        }
+        self.lock().remove(ino);
+        Ok(())
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.ensure_listing(parent).await?;
+        let ino = self.child_of(parent, name)?;
+        let id = match self.lock().get(ino).map(|i| i.entry.clone()) {
+            Some(Entry::Folder(f)) => f.id,
+            Some(Entry::Root) => return Err(err!(libc::EBUSY, "cannot remove the root")),
+            _ => return Err(err!(libc::ENOTDIR, "{name:?} is not a directory")),
+        };
+        self.ensure_listing(ino).await?;
+        if !self.lock().is_empty_dir(ino) {
+            return Err(err!(libc::ENOTEMPTY, "{name:?} is not empty"));
+        }
+        match self.client.delete_folder(&id).await {
+            Ok(()) => {}
+            Err(e) if e.kind == ApiErrorKind::NotFound => {}
+            Err(e) => {
+                // Someone added something remotely: relist so the user sees it.
+                self.lock().invalidate(ino);
+                return Err(Error::api(format!("rmdir {name:?}"), e));
+            }
+        }
+        self.lock().remove(ino);
+        Ok(())
+    }
+
+    /// rename(2). Onto an existing entry: move first, then delete the old target, so
+    /// there is never a moment where neither exists.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(err!(libc::EINVAL, "RENAME_EXCHANGE is not supported"));
+        }
+        let new_remote =
+            names::unescape(new_name).map_err(|e| err!(e, "invalid name {new_name:?}"))?;
+        self.ensure_listing(parent).await?;
+        self.ensure_listing(new_parent).await?;
+        let mut listed = false;
+        let plan = loop {
+            match self.plan_rename(parent, name, new_parent, new_name, flags, listed)? {
+                Planned::Go(plan) => break *plan,
+                Planned::Nothing => return Ok(()),
+                Planned::List(dir) => {
+                    self.ensure_listing(dir).await?;
+                    listed = true;
+                }
+            }
+        };
+
+        // The remote call, without the lock.
+        let moved = parent != new_parent;
+        let context = || format!("rename {name:?} -> {new_name:?}");
+        let entry = match &plan.entry {
+            Entry::Root => return Err(err!(libc::EBUSY, "cannot rename the root")),
+            Entry::Folder(f) => {
+                let update = FolderUpdate {
+                    name: Some(new_remote.clone()),
+                    parent_id: moved.then(|| plan.new_folder.clone()),
+                };
+                let folder = self
+                    .client
+                    .update_folder(&f.id, &update)
+                    .await
+                    .map_err(|e| Error::api(context(), e))?;
+                Entry::folder(folder)
+            }
+            Entry::File(f) => {
+                let update = FileUpdate {
+                    title: Some(new_remote.clone()),
+                    folder_id: moved.then(|| plan.new_folder.clone()),
+                    ..Default::default()
+                };
+                let file = self
+                    .client
+                    .update_file(&f.id, &update)
+                    .await
+                    .map_err(|e| Error::api(context(), e))?;
+                Entry::file(file)
+            }
+            Entry::Local { created, .. } => Entry::Local {
+                name: new_remote.clone(),
+                created: *created,
+            },
+        };
+
+        // Apply in one step. The target goes only if it still is the entry of that name.
+        let target = {
+            let mut ns = self.lock();
+            let target = plan.target.filter(|t| {
+                ns.get(plan.ino).is_some()
+                    && ns.child(new_parent, &new_name.to_string_lossy()) == Some(*t)
+            });
+            let target = target.and_then(|t| {
+                let taken = ns.get(t).map(|i| (i.entry.clone(), i.staged.clone()));
+                ns.remove(t);
+                taken
+            });
+            ns.reparent(plan.ino, new_parent);
+            ns.set_entry(plan.ino, entry);
+            target
+        };
+
+        // A copy being written follows the file to its new place and name.
+        if let Some(s) = &plan.staged {
+            let mut t = s.target();
+            t.parent_folder_id = plan.new_folder.clone();
+            t.name = new_remote.clone();
+            s.retarget(t)?;
+        }
+        if let Some((entry, staged)) = target {
+            if let Some(s) = staged {
+                s.discard();
+            }
+            let result = match entry {
+                Entry::Folder(f) => self.client.delete_folder(&f.id).await,
+                Entry::File(f) => {
+                    self.reader.invalidate(&f.id);
+                    self.client.delete_file(&f.id).await
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                if e.kind != ApiErrorKind::NotFound {
+                    // The move succeeded; the replaced entry lingers as a duplicate.
+                    warn!(error = %e, "rename: could not delete the replaced {new_name:?}");
+                    self.lock().invalidate(new_parent);
+                }
+            }
+        }
+        info!(from = ?name, to = ?new_name, "renamed");
+        Ok(())
+    }
+
+    /// Resolves and checks a rename under one lock. `listed`: the target directory's
+    /// listing was just fetched (do not ask again).
+    fn plan_rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        flags: u32,
+        listed: bool,
+    ) -> Result<Planned> {
+        let ns = self.lock();
+        let name_s = utf8(name)?;
+        let ino = ns
+            .child(parent, name_s)
+            .ok_or_else(|| err!(libc::ENOENT, "no entry {name_s:?}"))?;
+        let target = new_name.to_str().and_then(|n| ns.child(new_parent, n));
+        if target == Some(ino) {
+            return Ok(Planned::Nothing);
+        }
+        if ns.is_ancestor(ino, new_parent) {
+            return Err(err!(libc::EINVAL, "cannot move {name:?} into itself"));
+        }
+        let inode = ns.get(ino).expect("child exists");
+        if let Some(t) = target {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(err!(libc::EEXIST, "{new_name:?} exists"));
+            }
+            let t_is_dir = ns.get(t).is_some_and(|i| i.entry.is_dir());
+            match (inode.entry.is_dir(), t_is_dir) {
+                (true, false) => {
+                    return Err(err!(libc::ENOTDIR, "{new_name:?} is not a directory"))
+                }
+                (false, true) => return Err(err!(libc::EISDIR, "{new_name:?} is a directory")),
+                (true, true) => {
+                    if !listed && !ns.is_fresh(t, self.config.dir_ttl) {
+                        return Ok(Planned::List(t));
+                    }
+                    if !ns.is_empty_dir(t) {
+                        return Err(err!(libc::ENOTEMPTY, "{new_name:?} is not empty"));
+                    }
+                }
+                (false, false) => {}
+            }
+        }
+        let new_folder = ns
+            .folder_id(new_parent)
+            .ok_or_else(|| err!(libc::ENOTDIR, "inode {new_parent} is not a directory"))?;
+        Ok(Planned::Go(Box::new(RenamePlan {
+            ino,
+            entry: inode.entry.clone(),
+            staged: inode.staged.clone(),
+            target,
+            new_folder,
+        })))
+    }
+
+    pub fn inode_count(&self) -> usize {
+        self.lock().inode_count()
+    }
+}

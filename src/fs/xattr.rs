@@ -1,0 +1,116 @@
+//! Extended attributes: the service's own fields under `user.mediafs.` (SEMANTICS.md,
+//! "Metadata"). Reading them is pure; writing one turns into a [`FileUpdate`].
+
+use crate::api::FileUpdate;
+use crate::err;
+use crate::fs::entry::Entry;
+use crate::fs::error::Result;
+
+pub const NAMES: [&str; 9] = [
+    "title",
+    "description",
+    "alt_text",
+    "is_favorite",
+    "is_private",
+    "sort_order",
+    "id",
+    "file_name",
+    "mime_type",
+];
+const WRITABLE: [&str; 6] = [
+    "title",
+    "description",
+    "alt_text",
+    "is_favorite",
+    "is_private",
+    "sort_order",
+];
+const PREFIX: &str = "user.mediafs.";
+
+/// The value of attribute `key` (without prefix), if the entry has it.
+pub fn value(entry: &Entry, key: &str) -> Option<String> {
+    match entry {
+        Entry::File(f) => match key {
+            "title" => f.title.clone(),
+            "description" => f.description.clone(),
+            "alt_text" => f.alt_text.clone(),
+            "is_favorite" => f.is_favorite.map(|b| b.to_string()),
+            "is_private" => f.is_private.map(|b| b.to_string()),
+            "sort_order" => f.sort_order.map(|n| n.to_string()),
+            "id" => Some(f.id.clone()),
+            "file_name" => f.file_name.clone(),
+            "mime_type" => f.mime_type.clone().or_else(|| {
+                Some(
+                    mime_guess::from_path(&f.name)
+                        .first_or_octet_stream()
+                        .to_string(),
+                )
+            }),
+            _ => None,
+        },
+        Entry::Folder(f) => match key {
+            "id" => Some(f.id.clone()),
+            "title" => Some(f.name.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `listxattr`: the names present, NUL-terminated.
+pub fn list(entry: &Entry) -> Vec<u8> {
+    let mut out = Vec::new();
+    for key in NAMES {
+        if value(entry, key).is_some() {
+            out.extend_from_slice(PREFIX.as_bytes());
+            out.extend_from_slice(key.as_bytes());
+            out.push(0);
+        }
+    }
+    out
+}
+
+/// `getxattr`.
+pub fn get(entry: &Entry, name: &std::ffi::OsStr) -> Result<Vec<u8>> {
+    name.to_str()
+        .and_then(|n| n.strip_prefix(PREFIX))
+        .and_then(|k| value(entry, k))
+        .map(String::into_bytes)
+        .ok_or_else(|| err!(libc::ENODATA, "no attribute {name:?}"))
+}
+
+/// `setxattr`: the update that stores `value` in the attribute `name`.
+pub fn update(name: &std::ffi::OsStr, value: &[u8]) -> Result<FileUpdate> {
+    let key = name
+        .to_str()
+        .and_then(|n| n.strip_prefix(PREFIX))
+        .ok_or_else(|| err!(libc::ENOTSUP, "only user.mediafs.* attributes are stored"))?;
+    if !WRITABLE.contains(&key) {
+        return Err(err!(libc::EPERM, "user.mediafs.{key} is read-only"));
+    }
+    let value = std::str::from_utf8(value)
+        .map_err(|_| err!(libc::EINVAL, "attribute value is not UTF-8"))?
+        .trim_end_matches('\0');
+    let bad = |what: &str| {
+        err!(
+            libc::EINVAL,
+            "user.mediafs.{key} must be {what}, got {value:?}"
+        )
+    };
+    let parse_bool = |v: &str| match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad("true or false")),
+    };
+    let mut update = FileUpdate::default();
+    match key {
+        "title" => update.title = Some(value.to_string()),
+        "description" => update.description = Some(value.to_string()),
+        "alt_text" => update.alt_text = Some(value.to_string()),
+        "is_favorite" => update.is_favorite = Some(parse_bool(value)?),
+        "is_private" => update.is_private = Some(parse_bool(value)?),
+        "sort_order" => update.sort_order = Some(value.parse().map_err(|_| bad("an integer"))?),
+        _ => unreachable!("checked above"),
+    }
+    Ok(update)
+}
