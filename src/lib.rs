@@ -7,10 +7,16 @@
 //! - [`server`]: the embedded Media Manager server (tests and the default mount).
 
 pub mod api;
+pub mod control;
 pub mod fs;
 pub mod fuse;
+pub mod helper;
+pub mod init;
+pub mod metrics;
 pub mod mount;
+pub mod notify;
 pub mod server;
+pub mod stats;
 
 /// Logs go to stderr (foreground) or to `file` (background daemon). `RUST_LOG` or
 /// `MEDIAFS_LOG` set the filter (default `info`).
