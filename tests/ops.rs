@@ -837,3 +837,104 @@ fn container_example_script_passes_in_namespaces_without_fusermount3() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_mounts_of_one_library_see_each_others_changes_within_dir_ttl_and_lose_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let server = Server::start(|_| {});
+    // Two daemons, two cache dirs (as two machines or two containers would have).
+    let a = Mount::new(&server, &["--dir-ttl", "1"]);
+    let b = Mount::new(&server, &["--dir-ttl", "1"]);
+    assert_ne!(a.cache_dir, b.cache_dir);
+    let within_ttl = Duration::from_secs(30);
+    let (da, db) = (a.p("shared"), b.p("shared"));
+
+    // Create on A: B sees it once its cached listing expires.
+    std::fs::create_dir(&da).unwrap();
+    std::fs::write(da.join("one.txt"), b"from A").unwrap();
+    assert!(wait_until(within_ttl, || names(&db) == ["one.txt"]));
+    assert_eq!(std::fs::read(db.join("one.txt")).unwrap(), b"from A");
+
+    // Rename on A: B sees the new name and not the old one.
+    std::fs::rename(da.join("one.txt"), da.join("two.txt")).unwrap();
+    assert!(wait_until(within_ttl, || names(&db) == ["two.txt"]));
+    assert_eq!(std::fs::read(db.join("two.txt")).unwrap(), b"from A");
+
+    // Overwrite on B: A reads the new bytes.
+    std::fs::write(db.join("two.txt"), b"from B, longer").unwrap();
+    assert!(wait_until(within_ttl, || {
+        std::fs::read(da.join("two.txt")).is_ok_and(|d| d == b"from B, longer")
+    }));
+    assert_eq!(names(&da), ["two.txt"]);
+
+    // Delete on B: gone on A.
+    std::fs::remove_file(db.join("two.txt")).unwrap();
+    assert!(wait_until(within_ttl, || names(&da).is_empty()));
+
+    // Both create one name at once (each open before either lands): both versions are
+    // kept, one shown as a duplicate `same~<id>.txt`, on both mounts, nothing lost.
+    let (pa, pb) = (pseudo_random(200_000, 21), pseudo_random(150_000, 22));
+    let want = {
+        let mut w = vec![sha256(&pa), sha256(&pb)];
+        w.sort();
+        w
+    };
+    {
+        use std::io::Write;
+        let mut fa = std::fs::File::create(da.join("same.txt")).unwrap();
+        let mut fb = std::fs::File::create(db.join("same.txt")).unwrap();
+        fa.write_all(&pa).unwrap();
+        fb.write_all(&pb).unwrap();
+        fa.sync_all().unwrap();
+        fb.sync_all().unwrap();
+    }
+    let dup = regex::Regex::new(r"^same~[0-9a-f]{8}\.txt$").unwrap();
+    for dir in [&da, &db] {
+        assert!(
+            wait_until(within_ttl, || {
+                let n = names(dir);
+                n.len() == 2
+                    && n.contains(&"same.txt".to_string())
+                    && n.iter().any(|x| dup.is_match(x))
+            }),
+            "{}: {:?}",
+            dir.display(),
+            names(dir)
+        );
+        let mut got: Vec<String> = names(dir)
+            .iter()
+            .map(|n| sha256_file(&dir.join(n)))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{}", dir.display());
+    }
+    // The service holds both, under the one name.
+    let folder = server
+        .remote_folders(None)
+        .into_iter()
+        .find(|f| f.name == "shared")
+        .unwrap();
+    let files = server.remote_files(Some(&folder.id));
+    assert_eq!(files.len(), 2);
+    assert!(files.iter().all(|f| f.title.as_deref() == Some("same.txt")));
+    let mut remote: Vec<String> = files
+        .iter()
+        .map(|f| sha256(&server.remote_bytes(&f.id)))
+        .collect();
+    remote.sort();
+    assert_eq!(remote, want);
+}
