@@ -468,7 +468,14 @@ fn serve_mount_inner(
         reader,
         uploader,
         mountpoint: mountpoint.to_path_buf(),
-        remote: display_url(&base_url),
+        remote: match &embedded {
+            Some((_, dir)) => format!(
+                "{} (embedded server, library {})",
+                display_url(&base_url),
+                dir.display()
+            ),
+            None => display_url(&base_url),
+        },
         read_only: args.read_only,
         cache_capacity: cache_bytes,
     });
