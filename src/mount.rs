@@ -479,9 +479,12 @@ fn serve_mount_inner(
         read_only: args.read_only,
         cache_capacity: cache_bytes,
     });
+    // Without the status socket the mount still works: say so and go on.
     let listener = {
         let _rt = handle.enter();
-        control::Listener::start(sources.clone())?
+        control::Listener::start(sources.clone())
+            .inspect_err(|e| warn!("no status socket (`mediafs status` will not answer): {e:#}"))
+            .ok()
     };
     if let Some(addr) = args.metrics_addr {
         let bound = rt.block_on(crate::metrics::serve(addr, sources.clone()))?;
@@ -533,7 +536,9 @@ fn serve_mount_inner(
             _ = int.recv() => warn!("second SIGINT: exiting without waiting for open files"),
         }
     });
-    listener.close();
+    if let Some(l) = listener {
+        l.close();
+    }
     let pending = rt.block_on(fs.shutdown(Duration::from_secs(args.unmount_timeout)));
     if !pending.is_empty() {
         let list: Vec<String> = pending

@@ -447,7 +447,6 @@ fn dead_mount_after_sigkill_is_cleared_by_the_next_mount_and_by_unmount() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("was a dead mount"));
     assert!(!host_mounted(&mp));
     assert!(std::fs::metadata(&mp).unwrap().is_dir());
-    let _ = std::fs::Permissions::from_mode(0o700);
 }
 
 /// Runs `mediafs ARGS` and returns (exit code, stdout, stderr).
@@ -937,4 +936,63 @@ fn two_mounts_of_one_library_see_each_others_changes_within_dir_ttl_and_lose_not
         .collect();
     remote.sort();
     assert_eq!(remote, want);
+}
+
+#[test]
+fn status_lists_an_upload_in_flight_with_name_size_and_age() {
+    if !fuse_available() {
+        return;
+    }
+    let server = Server::start(|_| {});
+    let m = Mount::new(&server, &[]);
+    // The next Create File waits 8 s before the server handles it.
+    server.set_faults(serde_json::json!({
+        "latencyMs": 8000,
+        "route": "POST /api/v1/media-manager/files",
+        "count": 1
+    }));
+    // The writer is another process: a fork of this one while it held the file open would
+    // close its copy of the descriptor at exec, and that close (a FUSE flush) would wait
+    // for the upload.
+    let src = tempfile::tempdir().unwrap();
+    let payload = pseudo_random(100_000, 31);
+    std::fs::write(src.path().join("slow.bin"), &payload).unwrap();
+    let mut writer = Command::new("cp")
+        .arg(src.path().join("slow.bin"))
+        .arg(m.p("slow.bin"))
+        .spawn()
+        .unwrap();
+    let mp = m.path().display().to_string();
+    let mut seen = serde_json::Value::Null;
+    let mut last = serde_json::Value::Null;
+    let found = wait_until(Duration::from_secs(30), || {
+        let (code, out, _) = run_mediafs(&["status", &mp, "--json"]);
+        assert_eq!(code, 0);
+        let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+        last = st.clone();
+        let hit = st["uploads_in_flight"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "slow.bin")
+            .cloned();
+        if let Some(u) = hit {
+            seen = u;
+            return true;
+        }
+        writer.try_wait().unwrap().is_some()
+    });
+    assert!(
+        found && seen != serde_json::Value::Null,
+        "never listed in flight; last status {last}; log:\n{}",
+        m.log_text()
+    );
+    assert_eq!(seen["size"], 100_000);
+    assert!(seen["age_secs"].as_u64().is_some());
+    assert!(writer.wait().unwrap().success(), "the slow upload lands");
+    let (_, out, _) = run_mediafs(&["status", &mp, "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["uploads_in_flight"].as_array().unwrap().len(), 0, "{st}");
+    assert_eq!(st["requests"]["create_file"], 1, "{st}");
+    assert_eq!(sha256_file(&m.p("slow.bin")), sha256(&payload));
 }
