@@ -9,12 +9,18 @@
 //! - [`probe`]: `mediafs probe`, which reports the shape of a service's API.
 
 pub mod api;
+pub mod control;
 pub mod fs;
 pub mod fuse;
+pub mod helper;
+pub mod init;
+pub mod metrics;
 pub mod mount;
+pub mod notify;
 pub mod private_files;
 pub mod probe;
 pub mod server;
+pub mod stats;
 
 /// Logs go to stderr (foreground) or to `file` (background daemon). `RUST_LOG` or
 /// `MEDIAFS_LOG` set the filter (default `info`). The file is created 0600 and never

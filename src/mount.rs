@@ -14,11 +14,13 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use crate::api::{ClientConfig, HttpClient, MediaClient};
+use crate::control;
 use crate::fs::read::ReadConfig;
 use crate::fs::write::WriteConfig;
 use crate::fs::{Core, CoreConfig, FsConfig};
 use crate::fuse::FuseFs;
 use crate::server::{self, parse_size, ServerConfig};
+use crate::stats::{display_url, CountingClient, Sources, Stats};
 
 /// Flags of `mediafs mount`.
 #[derive(Args, Debug, Clone)]
@@ -103,6 +105,19 @@ pub struct MountArgs {
     /// Log file when running in the background (default: mediafs.log in the cache dir).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (the counters of `mediafs status`) over HTTP at
+    /// ADDR:PORT/metrics, e.g. 127.0.0.1:9187.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// The mount's source as mount(8) shows it (set by the mount.mediafs helper).
+    #[arg(long, hide = true)]
+    pub fsname: Option<String>,
+
+    /// Programs on the mount cannot be executed (mount option noexec).
+    #[arg(long, hide = true)]
+    pub noexec: bool,
 }
 
 /// Permission bits in octal (`644`, `0750`).
@@ -148,17 +163,17 @@ fn default_cache_dir(library_key: &str) -> PathBuf {
 }
 
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
-            anyhow!("{} is a dead mount (\"Transport endpoint is not connected\"): run `mediafs unmount {}` first", path.display(), path.display())
-        } else {
-            anyhow!("mountpoint {}: {e}", path.display())
-        }
-    })?;
+    let abs = control::absolute_mountpoint(path)
+        .map_err(|e| anyhow!("mountpoint {}: {e}", path.display()))?;
+    if is_dead_mount(&abs) {
+        clear_dead_mount(&abs)?;
+    }
+    let meta =
+        std::fs::metadata(&abs).map_err(|e| anyhow!("mountpoint {}: {e}", path.display()))?;
     if !meta.is_dir() {
         bail!("mountpoint {} is not a directory", path.display());
     }
-    let abs = std::fs::canonicalize(path)?;
+    let abs = std::fs::canonicalize(&abs)?;
     if is_mounted(&abs) {
         bail!(
             "{} is already a mount point (busy): unmount it first",
@@ -166,6 +181,37 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(abs)
+}
+
+/// A FUSE mount whose daemon died: every request fails with ENOTCONN. statfs always asks
+/// the daemon (a stat may be answered from the kernel's attribute cache).
+fn is_dead_mount(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    let failed = unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0;
+    failed && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+}
+
+/// A mount whose daemon died without auto-unmount answers ENOTCONN ("Transport endpoint
+/// is not connected") to everything: detach it so the path can be used again.
+fn clear_dead_mount(path: &Path) -> anyhow::Result<()> {
+    match umount(path, true) {
+        Ok(()) => {
+            eprintln!(
+                "mediafs: {} was a dead mount (\"Transport endpoint is not connected\": its daemon had died); unmounted it",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => bail!(
+            "{} is a dead mount (\"Transport endpoint is not connected\": its daemon died) and could not be unmounted: {e}; run `fusermount3 -uz {}` (or, as root, `umount -l {}`)",
+            path.display(),
+            path.display(),
+            path.display()
+        ),
+    }
 }
 
 fn is_mounted(path: &Path) -> bool {
@@ -189,7 +235,9 @@ pub fn run(args: MountArgs) -> i32 {
             return 2;
         }
     };
-    if args.foreground {
+    // Under mediafs's own PID 1 init the daemon must stay in the foreground: the init exits
+    // (and the namespace with it) when its child does.
+    if args.foreground || crate::init::under_init() {
         let _ = crate::init_logging(None);
         return match serve_mount(args, mountpoint, None) {
             Ok(()) => 0,
@@ -340,14 +388,18 @@ fn serve_mount_inner(
         }
         _ => anyhow!("cannot reach the Media Manager API at {base_url}: {e}"),
     })?;
-    let client: Arc<dyn MediaClient> = client;
+    let stats = Stats::new();
+    let client: Arc<dyn MediaClient> = CountingClient::new(client, stats.clone());
 
     let _guard = handle.enter();
     let fs = Core::build(core_config(args, &cache_dir, cache_bytes), client)
         .map_err(|e| anyhow!("{e}"))?;
+    // What `mediafs status` and --metrics-addr report on.
+    let reader = fs.reader().clone();
+    let uploader = fs.uploader().cloned();
 
     let mut options = vec![
-        fuser::MountOption::FSName("mediafs".into()),
+        fuser::MountOption::FSName(args.fsname.clone().unwrap_or_else(|| "mediafs".into())),
         fuser::MountOption::Subtype("mediafs".into()),
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
@@ -363,6 +415,9 @@ fn serve_mount_inner(
         // kernel; without it they could write to entries shown 0644 and owned by you.
         options.push(fuser::MountOption::DefaultPermissions);
     }
+    if args.noexec {
+        options.push(fuser::MountOption::NoExec);
+    }
     let is_root = unsafe { libc::geteuid() } == 0;
     // auto_unmount (via fusermount3) removes the mount if the daemon dies, so a crash
     // never leaves "Transport endpoint is not connected" behind. fuser requires a non-owner
@@ -377,6 +432,11 @@ fn serve_mount_inner(
     if acl != fuser::SessionACL::Owner && which("fusermount3") {
         options.push(fuser::MountOption::AutoUnmount);
     } else {
+        if is_root {
+            // The mount syscall directly: fuser leaves the subtype to fusermount3, so pass
+            // it to the kernel ourselves; the type then reads fuse.mediafs either way.
+            options.push(fuser::MountOption::CUSTOM("subtype=mediafs".into()));
+        }
         warn!("auto-unmount unavailable (needs fusermount3 and root or --allow-other): a crash leaves a dead mount");
     }
     let mut config = fuser::Config::default();
@@ -399,7 +459,36 @@ fn serve_mount_inner(
         Some((_, dir)) => format!("the local library in {}", dir.display()),
         None => base_url.clone(),
     };
+    wait_answering(mountpoint)?;
+    let sources = Arc::new(Sources {
+        stats,
+        reader,
+        uploader,
+        mountpoint: mountpoint.to_path_buf(),
+        remote: match &embedded {
+            Some((_, dir)) => format!(
+                "{} (embedded server, library {})",
+                display_url(&base_url),
+                dir.display()
+            ),
+            None => display_url(&base_url),
+        },
+        read_only: args.read_only,
+        cache_capacity: cache_bytes,
+    });
+    // Without the status socket the mount still works: say so and go on.
+    let listener = {
+        let _rt = handle.enter();
+        control::Listener::start(sources.clone())
+            .inspect_err(|e| warn!("no status socket (`mediafs status` will not answer): {e:#}"))
+            .ok()
+    };
+    if let Some(addr) = args.metrics_addr {
+        let bound = rt.block_on(crate::metrics::serve(addr, sources.clone()))?;
+        info!(%bound, "Prometheus metrics at /metrics");
+    }
     info!(mountpoint = %mountpoint.display(), %source, "mounted");
+    crate::notify::ready(&format!("mounted {source} on {}", mountpoint.display()));
     report(
         ready,
         Ok(format!(
@@ -427,16 +516,26 @@ fn serve_mount_inner(
                 _ = term.recv() => { info!("SIGTERM: unmounting"); break; }
                 _ = int.recv() => { info!("SIGINT: unmounting"); break; }
                 _ = hup.recv() => fs_sig.drop_caches(),
-                _ = &mut done_rx => { info!("unmounted"); return; }
+                _ = &mut done_rx => {
+                    crate::notify::stopping();
+                    info!("unmounted");
+                    return;
+                }
             }
         }
-        // A busy mount (open files) is detached lazily: open handles keep being served
-        // until they close, then the session ends.
-        if unmounter.unmount().is_err() {
-            let _ = umount(&mp, true);
+        crate::notify::stopping();
+        unmount_own(&mp, &mut unmounter);
+        // The session ends once the kernel lets go of the mount: at once, or when the last
+        // open file closes (detached busy mount). A second signal stops waiting for those.
+        tokio::select! {
+            _ = &mut done_rx => info!("unmounted"),
+            _ = term.recv() => warn!("second SIGTERM: exiting without waiting for open files"),
+            _ = int.recv() => warn!("second SIGINT: exiting without waiting for open files"),
         }
-        let _ = done_rx.await;
     });
+    if let Some(l) = listener {
+        l.close();
+    }
     let pending = rt.block_on(fs.shutdown(Duration::from_secs(args.unmount_timeout)));
     if !pending.is_empty() {
         let list: Vec<String> = pending
@@ -484,6 +583,28 @@ fn core_config(args: &MountArgs, cache_dir: &Path, cache_bytes: u64) -> CoreConf
     }
 }
 
+/// Waits until the mount answers (a stat of its root served by our own FUSE threads), so
+/// readiness is reported for a mount that works, not one that is merely set up.
+fn wait_answering(mountpoint: &Path) -> anyhow::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mp = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::metadata(&mp));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => bail!(
+            "the new mount on {} does not answer: {e}",
+            mountpoint.display()
+        ),
+        Err(_) => bail!(
+            "the new mount on {} did not answer within 60 s",
+            mountpoint.display()
+        ),
+    }
+}
+
+
 fn which(prog: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
@@ -499,6 +620,30 @@ fn redirect_stdio() {
         use std::os::fd::AsRawFd;
         for fd in 0..3 {
             unsafe { libc::dup2(devnull.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Our own unmount at SIGTERM/SIGINT. As root the umount2 syscall does it (fuser's
+/// unmounter relies on fusermount3, absent in most container images); else fusermount3. A
+/// busy mount is detached: open files are served until they close.
+fn unmount_own(mp: &Path, unmounter: &mut fuser::SessionUnmounter) {
+    let result = match umount(mp, false) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            info!("mount busy (open files): detaching it; open files are served until they close");
+            umount(mp, true)
+        }
+        // Already gone (unmounted by someone else meanwhile).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    };
+    if let Err(e) = result {
+        warn!(
+            "unmounting {}: {e}; trying the FUSE library's unmounter",
+            mp.display()
+        );
+        if let Err(e) = unmounter.unmount() {
+            error!("cannot unmount {}: {e}", mp.display());
         }
     }
 }
@@ -524,14 +669,28 @@ fn umount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
     match cmd.arg(mountpoint).status() {
         Ok(s) if s.success() => Ok(()),
         Ok(_) => Err(err),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "only root may unmount it, and fusermount3 (package fuse3), which lets its owner do it, is not installed",
+        )),
         Err(e) => Err(e),
     }
 }
 
 /// `mediafs unmount MOUNTPOINT`: the daemon then waits for uploads in progress and exits.
+/// A dead mount (its daemon died) is detached.
 pub fn unmount(mountpoint: &Path) -> i32 {
-    match umount(mountpoint, false) {
-        Ok(()) => 0,
+    let dead = is_dead_mount(mountpoint);
+    match umount(mountpoint, dead) {
+        Ok(()) => {
+            if dead {
+                eprintln!(
+                    "mediafs: {} was a dead mount (\"Transport endpoint is not connected\": its daemon had died); unmounted it",
+                    mountpoint.display()
+                );
+            }
+            0
+        }
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
             eprintln!(
                 "mediafs: {} is busy (a process has a file or directory open there)",

@@ -40,6 +40,17 @@ impl MediaFs {
         MediaFs { sb, files, reader }
     }
 
+    /// The read path (its cache counters are part of `mediafs status`).
+    pub fn reader(&self) -> &Arc<Reader> {
+        &self.reader
+    }
+
+    /// The write path, `None` on a read-only mount (its pending uploads are part of
+    /// `mediafs status`).
+    pub fn uploader(&self) -> Option<&Arc<crate::fs::write::Uploader>> {
+        self.files.uploader()
+    }
+
     pub fn config(&self) -> &crate::fs::config::FsConfig {
         self.sb.config()
     }

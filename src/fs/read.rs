@@ -19,7 +19,7 @@ mod window;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
@@ -126,6 +126,9 @@ struct Shared {
     blocks: Mutex<Blocks>,
     permits: Arc<Semaphore>,
     files: Mutex<Files>,
+    /// Blocks asked for by reads that were in the cache, and those that were not.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// The read path of one mount, shared by all its open files.
@@ -185,6 +188,8 @@ impl Reader {
                 map: HashMap::new(),
                 sweep_at: 64,
             }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             config,
         };
         Arc::new(Reader {
@@ -316,6 +321,14 @@ impl Reader {
     pub fn cached_bytes(&self) -> u64 {
         lock(&self.shared.blocks).cache.used()
     }
+
+    /// Blocks asked for by reads so far: (found in the cache, not found).
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (
+            self.shared.hits.load(Ordering::Relaxed),
+            self.shared.misses.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Drop for ReadHandle {
@@ -363,12 +376,15 @@ impl Shared {
             for b in first..=last {
                 let key = BlockKey::new(&h.file.id, b);
                 if let Some(data) = blocks.cache.get(&key) {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
                     out.push(Pending::Ready(data));
                     prev_fetched = false;
                 } else if let Some(slot) = blocks.inflight.get(&key) {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
                     out.push(Pending::Wait(slot.subscribe()));
                     prev_fetched = false;
                 } else {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
                     let slot = Arc::new(watch::channel(None).0);
                     out.push(Pending::Wait(slot.subscribe()));
                     blocks.inflight.insert(key, Arc::clone(&slot));
