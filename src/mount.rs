@@ -604,7 +604,6 @@ fn wait_answering(mountpoint: &Path) -> anyhow::Result<()> {
     }
 }
 
-
 fn which(prog: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
