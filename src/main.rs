@@ -15,6 +15,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Internal: unmounts MOUNTPOINT if the daemon that started it dies.
+    #[command(name = "__crash-guard", hide = true)]
+    CrashGuard { mountpoint: PathBuf },
     /// Mount a library. Without --api-url, mounts a local library served by the embedded server.
     Mount(mediafs::mount::MountArgs),
     /// Unmount a mediafs mount (the daemon finishes uploads in progress, then exits). Also
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             );
             0
         }
+        Command::CrashGuard { mountpoint } => mediafs::mount::crash_guard(&mountpoint),
         Command::Man => {
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
                 Ok(()) => 0,

@@ -214,6 +214,40 @@ fn clear_dead_mount(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Starts `mediafs __crash-guard MOUNTPOINT` with a pipe as its stdin. The guard (see
+/// [`crash_guard`]) outlives a killed daemon and unmounts what it left behind.
+fn spawn_crash_guard(mountpoint: &Path) -> std::io::Result<std::process::ChildStdin> {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("__crash-guard")
+        .arg(mountpoint)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Its own process group: a Ctrl-C or a SIGTERM to the daemon's group must not end
+        // the guard before the daemon.
+        .process_group(0)
+        .spawn()?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    // Reaped by whoever inherits it; the daemon never waits for it.
+    std::mem::forget(child);
+    Ok(stdin)
+}
+
+/// `mediafs __crash-guard MOUNTPOINT` (internal): waits until the daemon that started it
+/// is gone (its stdin closes), then detaches the mount if the daemon left it dead. A clean
+/// unmount leaves nothing to do.
+pub fn crash_guard(mountpoint: &Path) -> i32 {
+    let mut sink = [0u8; 64];
+    use std::io::Read;
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    if is_dead_mount(mountpoint) {
+        let _ = umount(mountpoint, true);
+    }
+    0
+}
+
 fn is_mounted(path: &Path) -> bool {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
         return false;
@@ -422,13 +456,19 @@ fn serve_mount_inner(
     // auto_unmount (via fusermount3) removes the mount if the daemon dies, so a crash
     // never leaves "Transport endpoint is not connected" behind. fuser requires a non-owner
     // ACL for it; allow_other needs root or user_allow_other.
+    //
+    // Root without --allow-other keeps the kernel's owner-only check: fuser's root ACL would
+    // mean allow_other in the kernel plus a check in the daemon, and the kernel answers
+    // stat() from its attribute cache without asking the daemon, so other users could see
+    // names and sizes the owner just used. A guard process unmounts after a crash instead.
     let acl = if args.allow_other {
         fuser::SessionACL::All
-    } else if is_root {
-        fuser::SessionACL::RootAndOwner
     } else {
         fuser::SessionACL::Owner
     };
+    let guard_crash = is_root
+        && acl == fuser::SessionACL::Owner
+        && std::env::var_os("MEDIAFS_NO_CRASH_GUARD").is_none();
     if acl != fuser::SessionACL::Owner && which("fusermount3") {
         options.push(fuser::MountOption::AutoUnmount);
     } else {
@@ -437,7 +477,9 @@ fn serve_mount_inner(
             // it to the kernel ourselves; the type then reads fuse.mediafs either way.
             options.push(fuser::MountOption::CUSTOM("subtype=mediafs".into()));
         }
-        warn!("auto-unmount unavailable (needs fusermount3 and root or --allow-other): a crash leaves a dead mount");
+        if !guard_crash {
+            warn!("auto-unmount unavailable (needs root, or fusermount3 and --allow-other): a crash leaves a dead mount");
+        }
     }
     let mut config = fuser::Config::default();
     config.mount_options = options;
@@ -454,6 +496,18 @@ fn serve_mount_inner(
     .with_context(|| format!("mounting on {}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     let bg = session.spawn().context("starting the FUSE session")?;
+    // Held open for the daemon's lifetime: the guard sees its end when the daemon dies.
+    let _crash_guard = if guard_crash {
+        match spawn_crash_guard(mountpoint) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                warn!("no crash guard ({e}): a crash leaves a dead mount");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let source = match &embedded {
         Some((_, dir)) => format!("the local library in {}", dir.display()),

@@ -104,6 +104,8 @@ impl Daemon {
             .args(args)
             .env("PATH", path_env)
             .env("MEDIAFS_LOG", "info,mediafs=debug")
+            // These tests are about what is left when nothing cleans up after a crash.
+            .env("MEDIAFS_NO_CRASH_GUARD", "1")
             .env_remove("NOTIFY_SOCKET")
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -408,7 +410,7 @@ fn dead_mount_after_sigkill_is_cleared_by_the_next_mount_and_by_unmount() {
     let server = Server::start(|_| {});
     server.put_file(None, "x.txt", b"x");
     let s = Setup::new();
-    // No fusermount3: no auto-unmount, so SIGKILL leaves a dead mount.
+    // No fusermount3 and no crash guard (Daemon::start): SIGKILL leaves a dead mount.
     let bin_dir = tools_dir(s.work.path(), SCRIPT_TOOLS);
     let mp = s.path("mnt");
     std::fs::create_dir(&mp).unwrap();
