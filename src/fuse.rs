@@ -77,7 +77,7 @@ fn fail(op: &str, e: &Error) -> Errno {
         Level::ERROR => event!(
             Level::ERROR,
             op,
-            errno = e.errno,
+            errno = e.errno(),
             "{}{}",
             e.message,
             chain_suffix(&chain)
@@ -85,7 +85,7 @@ fn fail(op: &str, e: &Error) -> Errno {
         Level::WARN => event!(
             Level::WARN,
             op,
-            errno = e.errno,
+            errno = e.errno(),
             "{}{}",
             e.message,
             chain_suffix(&chain)
@@ -93,7 +93,7 @@ fn fail(op: &str, e: &Error) -> Errno {
         Level::INFO => event!(
             Level::INFO,
             op,
-            errno = e.errno,
+            errno = e.errno(),
             "{}{}",
             e.message,
             chain_suffix(&chain)
@@ -101,13 +101,13 @@ fn fail(op: &str, e: &Error) -> Errno {
         _ => event!(
             Level::DEBUG,
             op,
-            errno = e.errno,
+            errno = e.errno(),
             "{}{}",
             e.message,
             chain_suffix(&chain)
         ),
     }
-    Errno::from_i32(e.errno)
+    Errno::from_i32(e.errno())
 }
 
 fn chain_suffix(chain: &str) -> String {

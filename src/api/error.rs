@@ -89,7 +89,12 @@ impl ApiError {
 
     /// The errno a filesystem operation reports for this error.
     pub fn errno(&self) -> i32 {
-        match self.kind {
+        Self::errno_of(self.kind)
+    }
+
+    /// The status table: which errno a failure of this kind becomes at the mount.
+    pub fn errno_of(kind: ApiErrorKind) -> i32 {
+        match kind {
             ApiErrorKind::InvalidInput => libc::EINVAL,
             ApiErrorKind::Unauthorized | ApiErrorKind::Forbidden | ApiErrorKind::UrlExpired => {
                 libc::EACCES

@@ -62,7 +62,7 @@ impl OpenFiles {
     pub fn check_writable(&self) -> Result<&Arc<Uploader>> {
         match &self.uploader {
             Some(u) if !self.config().read_only => Ok(u),
-            _ => Err(err!(libc::EROFS, "read-only mount")),
+            _ => Err(err!(ReadOnly, "read-only mount")),
         }
     }
 
@@ -82,9 +82,9 @@ impl OpenFiles {
             let ns = self.sb.lock();
             let inode = ns
                 .get(ino)
-                .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+                .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
             if inode.entry.is_dir() {
-                return Err(err!(libc::EISDIR, "inode {ino} is a directory"));
+                return Err(err!(IsDir, "inode {ino} is a directory"));
             }
             let file = match &inode.entry {
                 Entry::File(f) => Some((f.clone(), inode.refreshed)),
@@ -99,7 +99,7 @@ impl OpenFiles {
             });
         }
         let (mut file, refreshed) =
-            file.ok_or_else(|| err!(libc::EIO, "inode {ino} has no remote file"))?;
+            file.ok_or_else(|| err!(Io, "inode {ino} has no remote file"))?;
         // Refresh what is stale: the file may have been deleted or changed remotely.
         if refreshed.elapsed() >= self.config().dir_ttl {
             match self.sb.client().get_file(&file.id).await {
@@ -120,7 +120,7 @@ impl OpenFiles {
             let mut ns = self.sb.lock();
             let inode = ns
                 .get_mut(ino)
-                .ok_or_else(|| err!(libc::ENOENT, "inode {ino} vanished"))?;
+                .ok_or_else(|| err!(NotFound, "inode {ino} vanished"))?;
             let keep = inode.last_open_id.as_deref() == Some(file.id.as_str());
             inode.last_open_id = Some(file.id.clone());
             keep
@@ -162,17 +162,17 @@ impl OpenFiles {
             let ns = self.sb.lock();
             let inode = ns
                 .get(ino)
-                .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+                .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
             if let Some(s) = &inode.staged {
                 return Ok(s.clone());
             }
             match &inode.entry {
                 Entry::File(f) => (f.clone(), inode.parent),
                 Entry::Root | Entry::Folder(_) => {
-                    return Err(err!(libc::EISDIR, "inode {ino} is a directory"))
+                    return Err(err!(IsDir, "inode {ino} is a directory"))
                 }
                 Entry::Local { .. } => {
-                    return Err(err!(libc::EIO, "local file {ino} lost its staged copy"))
+                    return Err(err!(Io, "local file {ino} lost its staged copy"))
                 }
             }
         };
@@ -195,10 +195,7 @@ impl OpenFiles {
                     while off < size {
                         let chunk = reader.read(&handle, off, 1 << 20).await?;
                         if chunk.is_empty() {
-                            return Err(err!(
-                                libc::EIO,
-                                "remote file ended early at {off} of {size}"
-                            ));
+                            return Err(err!(Io, "remote file ended early at {off} of {size}"));
                         }
                         staged.write_at(off, &chunk)?;
                         off += chunk.len() as u64;
@@ -210,7 +207,7 @@ impl OpenFiles {
         let mut ns = self.sb.lock();
         let inode = ns
             .get_mut(ino)
-            .ok_or_else(|| err!(libc::ENOENT, "inode {ino} vanished"))?;
+            .ok_or_else(|| err!(NotFound, "inode {ino} vanished"))?;
         // Another open may have staged it meanwhile: keep the first, drop ours unused.
         let kept = inode.staged.get_or_insert_with(|| staged.clone()).clone();
         if !Arc::ptr_eq(&kept, &staged) {
@@ -233,12 +230,13 @@ impl OpenFiles {
 
     pub async fn create(&self, parent: Ino, name: &OsStr, flags: i32) -> Result<(Attr, Opened)> {
         let uploader = self.check_writable()?.clone();
-        let remote_name = names::unescape(name).map_err(|e| err!(e, "invalid name {name:?}"))?;
+        let remote_name =
+            names::unescape(name).map_err(|k| Error::new(k, format!("invalid name {name:?}")))?;
         self.sb.ensure_listing(parent).await?;
         let existing = self.sb.lock().child(parent, &name.to_string_lossy());
         if let Some(existing) = existing {
             if flags & libc::O_EXCL != 0 {
-                return Err(err!(libc::EEXIST, "{name:?} exists"));
+                return Err(err!(Exists, "{name:?} exists"));
             }
             // O_CREAT on an existing file: open it (truncating if asked).
             let opened = self

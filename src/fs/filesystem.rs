@@ -166,7 +166,7 @@ impl MediaFs {
         let ns = self.sb.lock();
         let inode = ns
             .get(ino)
-            .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
         Ok(xattr::list(&inode.entry))
     }
 
@@ -174,7 +174,7 @@ impl MediaFs {
         let ns = self.sb.lock();
         let inode = ns
             .get(ino)
-            .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
         xattr::get(&inode.entry, name)
     }
 
@@ -183,9 +183,9 @@ impl MediaFs {
         let update = xattr::update(name, value)?;
         let id = match self.sb.lock().get(ino).map(|i| i.entry.clone()) {
             Some(Entry::File(f)) => f.id,
-            Some(Entry::Local { .. }) => return Err(err!(libc::EAGAIN, "file not uploaded yet")),
-            Some(_) => return Err(err!(libc::ENOTSUP, "folders have no writable attributes")),
-            None => return Err(err!(libc::ENOENT, "unknown inode {ino}")),
+            Some(Entry::Local { .. }) => return Err(err!(TryAgain, "file not uploaded yet")),
+            Some(_) => return Err(err!(NotSupported, "folders have no writable attributes")),
+            None => return Err(err!(NotFound, "unknown inode {ino}")),
         };
         let file = self
             .sb

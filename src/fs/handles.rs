@@ -85,7 +85,7 @@ impl Handles {
     pub fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
         match self.lock().get(&fh) {
             Some(Handle::Dir { entries }) => Ok(entries.clone()),
-            _ => Err(err!(libc::EBADF, "bad directory handle {fh}")),
+            _ => Err(err!(BadHandle, "bad directory handle {fh}")),
         }
     }
 
@@ -95,7 +95,7 @@ impl Handles {
             Some(Handle::Write { staged, .. } | Handle::StagedRead { staged, .. }) => {
                 Ok(Source::Staged(staged.clone()))
             }
-            _ => Err(err!(libc::EBADF, "bad file handle {fh}")),
+            _ => Err(err!(BadHandle, "bad file handle {fh}")),
         }
     }
 
@@ -103,8 +103,8 @@ impl Handles {
     pub fn writer(&self, fh: u64) -> Result<(Ino, Arc<StagedFile>)> {
         match self.lock().get(&fh) {
             Some(Handle::Write { ino, staged }) => Ok((*ino, staged.clone())),
-            Some(_) => Err(err!(libc::EBADF, "handle {fh} is not open for writing")),
-            None => Err(err!(libc::EBADF, "bad file handle {fh}")),
+            Some(_) => Err(err!(BadHandle, "handle {fh} is not open for writing")),
+            None => Err(err!(BadHandle, "bad file handle {fh}")),
         }
     }
 

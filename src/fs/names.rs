@@ -18,6 +18,7 @@ use std::ffi::OsStr;
 use chrono::{DateTime, Utc};
 
 use crate::api::{Folder, MediaFile};
+use crate::fs::error::Kind;
 
 /// Longest file name, in bytes, that Linux accepts (`NAME_MAX`).
 pub const MAX_NAME_BYTES: usize = 255;
@@ -56,12 +57,12 @@ pub fn escape(remote: &str) -> String {
 /// Turns a name given by the user (create, mkdir, rename target) into the remote name.
 /// A name over [`MAX_NAME_BYTES`] gets `ENAMETOOLONG` before any remote call, as on a local
 /// disk (it could be stored, but never shown back under the name given). Non-UTF-8 names
-/// are rejected with `EINVAL`: the service stores text.
-pub fn unescape(local: &OsStr) -> Result<String, i32> {
+/// are rejected as invalid (`EINVAL`): the service stores text.
+pub fn unescape(local: &OsStr) -> Result<String, Kind> {
     if local.len() > MAX_NAME_BYTES {
-        return Err(libc::ENAMETOOLONG);
+        return Err(Kind::NameTooLong);
     }
-    let s = local.to_str().ok_or(libc::EINVAL)?;
+    let s = local.to_str().ok_or(Kind::Invalid)?;
     Ok(match s {
         DOT => ".".to_string(),
         DOT_DOT => "..".to_string(),
@@ -330,9 +331,9 @@ mod tests {
         assert_eq!(un("a．"), "a．");
         assert_eq!(un("plain name.txt"), "plain name.txt");
         let bad = OsString::from_vec(vec![b'a', 0xff, b'b']);
-        assert_eq!(unescape(&bad), Err(libc::EINVAL));
+        assert_eq!(unescape(&bad), Err(Kind::Invalid));
         let long = "é".repeat(128); // 256 bytes
-        assert_eq!(unescape(OsStr::new(&long)), Err(libc::ENAMETOOLONG));
+        assert_eq!(unescape(OsStr::new(&long)), Err(Kind::NameTooLong));
         let fits = format!("{}a", "é".repeat(127)); // 255 bytes
         assert_eq!(unescape(OsStr::new(&fits)).as_deref(), Ok(fits.as_str()));
     }

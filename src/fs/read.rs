@@ -28,7 +28,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::debug;
 
 use crate::api::{ApiErrorKind, MediaClient};
-use crate::fs::error::{Error, Result};
+use crate::fs::error::{Error, Kind, Result};
 
 use cache::{BlockCache, BlockKey};
 use urls::FileUrl;
@@ -84,7 +84,7 @@ impl ReadConfig {
 /// Why a block could not be fetched; cloned to every reader waiting on that block.
 #[derive(Debug, Clone)]
 struct FetchFailure {
-    errno: i32,
+    kind: Kind,
     message: String,
     /// The fetch was a prefetch: a reader that joined it retries with its own fetch.
     prefetch: bool,
@@ -92,7 +92,7 @@ struct FetchFailure {
 
 impl FetchFailure {
     fn to_error(&self) -> Error {
-        Error::new(self.errno, self.message.clone())
+        Error::new(self.kind, self.message.clone())
     }
 }
 
@@ -271,7 +271,7 @@ impl Reader {
             let hi = end.min(range.end) - range.start;
             if (data.len() as u64) < hi {
                 return Err(Error::new(
-                    libc::EIO,
+                    crate::fs::error::Kind::Io,
                     format!(
                         "file {}: block {block} has {} bytes, expected {hi}",
                         handle.file.id,
@@ -356,7 +356,7 @@ async fn wait(p: Pending) -> BlockResult {
             Ok(v) => v.clone().expect("waited for Some"),
             // The fetch task's guard always sends; this is a runtime shutting down.
             Err(_) => Err(FetchFailure {
-                errno: libc::EIO,
+                kind: Kind::Io,
                 message: "block fetch abandoned".into(),
                 prefetch: false,
             }),
@@ -547,7 +547,7 @@ impl RunGuard {
                 debug!(file_id = %self.file.id, first_block = self.first, last_block = last,
                        elapsed_ms, prefetch, error = %e, "block fetch failed");
                 let f = FetchFailure {
-                    errno: e.errno,
+                    kind: e.kind,
                     message: e.message,
                     prefetch,
                 };
@@ -586,7 +586,7 @@ impl Drop for RunGuard {
     fn drop(&mut self) {
         if !self.done {
             let failure = FetchFailure {
-                errno: libc::EIO,
+                kind: Kind::Io,
                 message: format!("file {}: block fetch cancelled", self.file.id),
                 prefetch: self.prefetch_counter.is_some(),
             };
@@ -627,7 +627,7 @@ fn split_blocks(
                 Ok(Bytes::copy_from_slice(&data[lo as usize..hi as usize]))
             } else {
                 Err(FetchFailure {
-                    errno: libc::EIO,
+                    kind: Kind::Io,
                     message: format!(
                         "file {file_id}: short read at bytes {}..{}: got {got} of {expected} bytes",
                         range.start, range.end

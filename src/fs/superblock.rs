@@ -55,7 +55,7 @@ enum Planned {
 
 fn utf8(name: &OsStr) -> Result<&str> {
     name.to_str()
-        .ok_or_else(|| err!(libc::ENOENT, "non-UTF-8 name"))
+        .ok_or_else(|| err!(NotFound, "non-UTF-8 name"))
 }
 
 impl Superblock {
@@ -91,7 +91,7 @@ impl Superblock {
         let ns = self.lock();
         let inode = ns
             .get(ino)
-            .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
         Ok(attr::of(inode, &self.config))
     }
 
@@ -99,14 +99,14 @@ impl Superblock {
     pub fn folder_id(&self, dir: Ino) -> Result<Option<String>> {
         self.lock()
             .folder_id(dir)
-            .ok_or_else(|| err!(libc::ENOTDIR, "inode {dir} is not a directory"))
+            .ok_or_else(|| err!(NotDir, "inode {dir} is not a directory"))
     }
 
     pub fn child_of(&self, parent: Ino, name: &OsStr) -> Result<Ino> {
         let name = utf8(name)?;
         self.lock()
             .child(parent, name)
-            .ok_or_else(|| err!(libc::ENOENT, "no entry {name:?}"))
+            .ok_or_else(|| err!(NotFound, "no entry {name:?}"))
     }
 
     // ----- listings -------------------------------------------------------------------
@@ -122,7 +122,7 @@ impl Superblock {
             }
             let id = ns
                 .folder_id(dir)
-                .ok_or_else(|| err!(libc::ENOTDIR, "inode {dir} is not a directory"))?;
+                .ok_or_else(|| err!(NotDir, "inode {dir} is not a directory"))?;
             Parent::from_id(id.as_deref())
         };
         let lock = self
@@ -194,14 +194,14 @@ impl Superblock {
     /// `lookup`: the entry's attributes, and one more kernel reference to it.
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
         if name.len() > names::MAX_NAME_BYTES {
-            return Err(err!(libc::ENAMETOOLONG, "name of {} bytes", name.len()));
+            return Err(err!(NameTooLong, "name of {} bytes", name.len()));
         }
         let name = utf8(name)?;
         self.ensure_listing(parent).await?;
         let mut ns = self.lock();
         let ino = ns
             .child(parent, name)
-            .ok_or_else(|| err!(libc::ENOENT, "no entry {name:?} in {parent}"))?;
+            .ok_or_else(|| err!(NotFound, "no entry {name:?} in {parent}"))?;
         ns.remember(ino);
         Ok(attr::of(ns.get(ino).expect("child exists"), &self.config))
     }
@@ -212,7 +212,7 @@ impl Superblock {
         let ns = self.lock();
         let me = ns
             .get(ino)
-            .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+            .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
         let parent = ns.get(me.parent).unwrap_or(me);
         let c = &self.config;
         let mut v = vec![
@@ -284,10 +284,11 @@ impl Superblock {
     // ----- transactions ---------------------------------------------------------------
 
     pub async fn mkdir(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
-        let remote_name = names::unescape(name).map_err(|e| err!(e, "invalid name {name:?}"))?;
+        let remote_name =
+            names::unescape(name).map_err(|k| Error::new(k, format!("invalid name {name:?}")))?;
         self.ensure_listing(parent).await?;
         if self.child_of(parent, name).is_ok() {
-            return Err(err!(libc::EEXIST, "{name:?} exists"));
+            return Err(err!(Exists, "{name:?} exists"));
         }
         let parent_id = self.folder_id(parent)?;
         let folder = self
@@ -328,9 +329,7 @@ impl Superblock {
             (i.entry.clone(), i.staged.clone())
         };
         match entry {
-            Entry::Root | Entry::Folder(_) => {
-                return Err(err!(libc::EISDIR, "{name:?} is a directory"))
-            }
+            Entry::Root | Entry::Folder(_) => return Err(err!(IsDir, "{name:?} is a directory")),
             Entry::File(f) => match self.client.delete_file(&f.id).await {
                 Ok(()) => self.reader.invalidate(&f.id),
                 Err(e) if e.kind == ApiErrorKind::NotFound => {}
@@ -350,12 +349,12 @@ impl Superblock {
         let ino = self.child_of(parent, name)?;
         let id = match self.lock().get(ino).map(|i| i.entry.clone()) {
             Some(Entry::Folder(f)) => f.id,
-            Some(Entry::Root) => return Err(err!(libc::EBUSY, "cannot remove the root")),
-            _ => return Err(err!(libc::ENOTDIR, "{name:?} is not a directory")),
+            Some(Entry::Root) => return Err(err!(Busy, "cannot remove the root")),
+            _ => return Err(err!(NotDir, "{name:?} is not a directory")),
         };
         self.ensure_listing(ino).await?;
         if !self.lock().is_empty_dir(ino) {
-            return Err(err!(libc::ENOTEMPTY, "{name:?} is not empty"));
+            return Err(err!(NotEmpty, "{name:?} is not empty"));
         }
         match self.client.delete_folder(&id).await {
             Ok(()) => {}
@@ -381,10 +380,10 @@ impl Superblock {
         flags: u32,
     ) -> Result<()> {
         if flags & libc::RENAME_EXCHANGE != 0 {
-            return Err(err!(libc::EINVAL, "RENAME_EXCHANGE is not supported"));
+            return Err(err!(Invalid, "RENAME_EXCHANGE is not supported"));
         }
-        let new_remote =
-            names::unescape(new_name).map_err(|e| err!(e, "invalid name {new_name:?}"))?;
+        let new_remote = names::unescape(new_name)
+            .map_err(|k| Error::new(k, format!("invalid name {new_name:?}")))?;
         self.ensure_listing(parent).await?;
         self.ensure_listing(new_parent).await?;
         let mut listed = false;
@@ -403,7 +402,7 @@ impl Superblock {
         let moved = parent != new_parent;
         let context = || format!("rename {name:?} -> {new_name:?}");
         let entry = match &plan.entry {
-            Entry::Root => return Err(err!(libc::EBUSY, "cannot rename the root")),
+            Entry::Root => return Err(err!(Busy, "cannot rename the root")),
             Entry::Folder(f) => {
                 let update = FolderUpdate {
                     name: Some(new_remote.clone()),
@@ -498,31 +497,29 @@ impl Superblock {
         let name_s = utf8(name)?;
         let ino = ns
             .child(parent, name_s)
-            .ok_or_else(|| err!(libc::ENOENT, "no entry {name_s:?}"))?;
+            .ok_or_else(|| err!(NotFound, "no entry {name_s:?}"))?;
         let target = new_name.to_str().and_then(|n| ns.child(new_parent, n));
         if target == Some(ino) {
             return Ok(Planned::Nothing);
         }
         if ns.is_ancestor(ino, new_parent) {
-            return Err(err!(libc::EINVAL, "cannot move {name:?} into itself"));
+            return Err(err!(Invalid, "cannot move {name:?} into itself"));
         }
         let inode = ns.get(ino).expect("child exists");
         if let Some(t) = target {
             if flags & libc::RENAME_NOREPLACE != 0 {
-                return Err(err!(libc::EEXIST, "{new_name:?} exists"));
+                return Err(err!(Exists, "{new_name:?} exists"));
             }
             let t_is_dir = ns.get(t).is_some_and(|i| i.entry.is_dir());
             match (inode.entry.is_dir(), t_is_dir) {
-                (true, false) => {
-                    return Err(err!(libc::ENOTDIR, "{new_name:?} is not a directory"))
-                }
-                (false, true) => return Err(err!(libc::EISDIR, "{new_name:?} is a directory")),
+                (true, false) => return Err(err!(NotDir, "{new_name:?} is not a directory")),
+                (false, true) => return Err(err!(IsDir, "{new_name:?} is a directory")),
                 (true, true) => {
                     if !listed && !ns.is_fresh(t, self.config.dir_ttl) {
                         return Ok(Planned::List(t));
                     }
                     if !ns.is_empty_dir(t) {
-                        return Err(err!(libc::ENOTEMPTY, "{new_name:?} is not empty"));
+                        return Err(err!(NotEmpty, "{new_name:?} is not empty"));
                     }
                 }
                 (false, false) => {}
@@ -530,7 +527,7 @@ impl Superblock {
         }
         let new_folder = ns
             .folder_id(new_parent)
-            .ok_or_else(|| err!(libc::ENOTDIR, "inode {new_parent} is not a directory"))?;
+            .ok_or_else(|| err!(NotDir, "inode {new_parent} is not a directory"))?;
         Ok(Planned::Go(Box::new(RenamePlan {
             ino,
             entry: inode.entry.clone(),

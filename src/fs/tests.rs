@@ -82,7 +82,7 @@ async fn listing_answers_lookups_without_further_calls() {
         Kind::Dir
     );
     let err = f.fs.lookup(ROOT_INO, os("absent")).await.unwrap_err();
-    assert_eq!(err.errno, libc::ENOENT);
+    assert_eq!(err.errno(), libc::ENOENT);
     let fh = f.fs.readdir_snapshot(ROOT_INO).await.unwrap();
     assert_eq!(f.fs.readdir(fh).unwrap().len(), 53, ". .. and 51 entries");
     assert_eq!(f.mock.total_calls(), 0);
@@ -183,7 +183,7 @@ async fn renames_are_one_call_and_replace_targets() {
     let b = f.fs.lookup(ROOT_INO, os("b")).await.unwrap();
     assert_eq!(read_all(&f.fs, b.ino).await, b"A");
     assert_eq!(
-        f.fs.lookup(ROOT_INO, os("a")).await.unwrap_err().errno,
+        f.fs.lookup(ROOT_INO, os("a")).await.unwrap_err().errno(),
         libc::ENOENT
     );
     let roots: Vec<_> = f
@@ -212,9 +212,9 @@ async fn renames_are_one_call_and_replace_targets() {
         f.fs.rename(ROOT_INO, os("other"), ROOT_INO, os("empty"), 0)
             .await
             .unwrap_err();
-    assert_eq!(err.errno, libc::ENOTEMPTY);
+    assert_eq!(err.errno(), libc::ENOTEMPTY);
     let err = f.fs.rmdir(ROOT_INO, os("empty")).await.unwrap_err();
-    assert_eq!(err.errno, libc::ENOTEMPTY);
+    assert_eq!(err.errno(), libc::ENOTEMPTY);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,7 +244,7 @@ async fn offline_serves_stale_listings_and_keeps_new_files_pending() {
             .unwrap();
     f.fs.write(o.fh, 0, b"written offline").unwrap();
     let err = f.fs.flush(o.fh).await.unwrap_err();
-    assert_eq!(err.errno, libc::EIO);
+    assert_eq!(err.errno(), libc::EIO);
     f.fs.release(o.fh).await.ok();
     // Still visible while pending; lands when the service is back.
     assert!(f.fs.lookup(ROOT_INO, os("new.txt")).await.is_ok());
@@ -269,7 +269,7 @@ async fn read_only_refuses_every_change() {
     let f = fixture(true);
     f.mock.add_file(None, "x", b"1");
     let ino = f.fs.lookup(ROOT_INO, os("x")).await.unwrap().ino;
-    let e = |r: Result<(), crate::fs::Error>| r.unwrap_err().errno;
+    let e = |r: Result<(), crate::fs::Error>| r.unwrap_err().errno();
     assert_eq!(
         e(f.fs.mkdir(ROOT_INO, os("d")).await.map(|_| ())),
         libc::EROFS
@@ -325,12 +325,12 @@ async fn xattrs_show_and_update_service_fields() {
         f.fs.setxattr(ino, os("user.mediafs.sort_order"), b"many")
             .await
             .unwrap_err();
-    assert_eq!(bad.errno, libc::EINVAL);
+    assert_eq!(bad.errno(), libc::EINVAL);
     let ro =
         f.fs.setxattr(ino, os("user.mediafs.id"), b"x")
             .await
             .unwrap_err();
-    assert_eq!(ro.errno, libc::EPERM);
+    assert_eq!(ro.errno(), libc::EPERM);
     assert_eq!(
         f.mock.calls("update_file"),
         2,
@@ -397,7 +397,7 @@ async fn forgotten_entries_are_freed_and_found_again_as_the_same_object() {
     f.fs.forget(x.ino, 1);
     f.fs.forget(d.ino, 1);
     assert_eq!(f.fs.statfs().files, before - 1, "x is freed");
-    assert_eq!(f.fs.getattr(x.ino).await.unwrap_err().errno, libc::ENOENT);
+    assert_eq!(f.fs.getattr(x.ino).await.unwrap_err().errno(), libc::ENOENT);
     // Looked up again: the same remote object, its bytes readable.
     let d2 = f.fs.lookup(ROOT_INO, os("d")).await.unwrap();
     assert_eq!(d2.ino, d.ino, "still an entry of the root listing");
@@ -421,7 +421,7 @@ async fn an_open_file_survives_forget() {
     assert_eq!(&f.fs.read(fh, 0, 100).await.unwrap()[..], b"bytes");
     f.fs.release(fh).await.unwrap();
     assert_eq!(
-        f.fs.getattr(x.ino).await.unwrap_err().errno,
+        f.fs.getattr(x.ino).await.unwrap_err().errno(),
         libc::ENOENT,
         "closed and forgotten: freed"
     );

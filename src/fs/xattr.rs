@@ -76,7 +76,7 @@ pub fn get(entry: &Entry, name: &std::ffi::OsStr) -> Result<Vec<u8>> {
         .and_then(|n| n.strip_prefix(PREFIX))
         .and_then(|k| value(entry, k))
         .map(String::into_bytes)
-        .ok_or_else(|| err!(libc::ENODATA, "no attribute {name:?}"))
+        .ok_or_else(|| err!(NoAttribute, "no attribute {name:?}"))
 }
 
 /// `setxattr`: the update that stores `value` in the attribute `name`.
@@ -84,19 +84,14 @@ pub fn update(name: &std::ffi::OsStr, value: &[u8]) -> Result<FileUpdate> {
     let key = name
         .to_str()
         .and_then(|n| n.strip_prefix(PREFIX))
-        .ok_or_else(|| err!(libc::ENOTSUP, "only user.mediafs.* attributes are stored"))?;
+        .ok_or_else(|| err!(NotSupported, "only user.mediafs.* attributes are stored"))?;
     if !WRITABLE.contains(&key) {
-        return Err(err!(libc::EPERM, "user.mediafs.{key} is read-only"));
+        return Err(err!(NotPermitted, "user.mediafs.{key} is read-only"));
     }
     let value = std::str::from_utf8(value)
-        .map_err(|_| err!(libc::EINVAL, "attribute value is not UTF-8"))?
+        .map_err(|_| err!(Invalid, "attribute value is not UTF-8"))?
         .trim_end_matches('\0');
-    let bad = |what: &str| {
-        err!(
-            libc::EINVAL,
-            "user.mediafs.{key} must be {what}, got {value:?}"
-        )
-    };
+    let bad = |what: &str| err!(Invalid, "user.mediafs.{key} must be {what}, got {value:?}");
     let parse_bool = |v: &str| match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),

@@ -398,14 +398,14 @@ async fn failed_fetch_gives_errno_and_is_not_cached() {
     let (f, h) = s.add("fail.bin", &src);
     s.mock.fail_next("read_range", ApiErrorKind::Server, 1);
     let e = s.reader.read(&h, 0, 4096).await.unwrap_err();
-    assert_eq!(e.errno, libc::EIO);
+    assert_eq!(e.errno(), libc::EIO);
     assert_eq!(&s.reader.read(&h, 0, 4096).await.unwrap()[..], &src[..4096]);
 
     s.reader.invalidate(&f.id);
     assert_eq!(s.reader.cached_bytes(), 0);
     s.mock.fail_next("read_range", ApiErrorKind::NotFound, 1);
     let e = s.reader.read(&h, 10, 10).await.unwrap_err();
-    assert_eq!(e.errno, libc::ENOENT);
+    assert_eq!(e.errno(), libc::ENOENT);
     assert_eq!(&s.reader.read(&h, 10, 10).await.unwrap()[..], &src[10..20]);
 }
 
@@ -417,7 +417,7 @@ async fn a_url_rejected_after_every_refresh_is_an_error_not_a_hang() {
     // Initial attempt plus three refreshed ones.
     s.mock.fail_next("read_range", ApiErrorKind::UrlExpired, 4);
     let e = s.reader.read(&h, 0, 10).await.unwrap_err();
-    assert_eq!(e.errno, libc::EACCES);
+    assert_eq!(e.errno(), libc::EACCES);
     assert_eq!(s.mock.calls("get_file"), 3);
     assert_eq!(&s.reader.read(&h, 0, 10).await.unwrap()[..], &src[..10]);
 }
@@ -430,9 +430,9 @@ async fn short_response_mid_file_is_eio() {
     // The listing claims more bytes than the CDN has.
     let h = s.reader.open(&f.id, 3 * MIB, f.url().map(str::to_string));
     let e = s.reader.read(&h, 2 * MIB, 4096).await.unwrap_err();
-    assert_eq!(e.errno, libc::EIO);
+    assert_eq!(e.errno(), libc::EIO);
     let e = s.reader.read(&h, MIB, 4096).await.unwrap_err();
-    assert_eq!(e.errno, libc::EIO);
+    assert_eq!(e.errno(), libc::EIO);
     assert_eq!(&s.reader.read(&h, 0, 4096).await.unwrap()[..], &src[..4096]);
 }
 

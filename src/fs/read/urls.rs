@@ -147,7 +147,7 @@ impl FileUrl {
             .map_err(|e| Error::api(format_args!("refresh URL of file {file_id}"), e))?;
         let url = file.url().ok_or_else(|| {
             Error::new(
-                libc::EIO,
+                crate::fs::error::Kind::Io,
                 format!("file {file_id}: service sent no download URL"),
             )
         })?;

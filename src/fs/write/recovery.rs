@@ -121,7 +121,7 @@ pub(super) fn take_lock(root: &Path) -> Result<File> {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             return Err(Error::new(
-                libc::EBUSY,
+                crate::fs::error::Kind::Busy,
                 format!(
                     "cache dir {} in use by another mediafs (lock {} is held)",
                     root.display(),

@@ -366,11 +366,14 @@ async fn failed_fill_removes_the_staged_copy() {
     };
     let err =
         e.up.stage_existing(t, 4, false, |_| async {
-            Err(crate::fs::error::Error::new(libc::EIO, "read failed"))
+            Err(crate::fs::error::Error::new(
+                crate::fs::error::Kind::Io,
+                "read failed",
+            ))
         })
         .await
         .unwrap_err();
-    assert_eq!(err.errno, libc::EIO);
+    assert_eq!(err.errno(), libc::EIO);
     assert!(listing(&e.dir.path().join("staging")).is_empty());
     assert!(listing(&e.dir.path().join("pending")).is_empty());
 }
@@ -383,7 +386,7 @@ async fn offline_commit_fails_keeps_data_pending_and_lands_later() {
     staged.write_at(0, &data).unwrap();
     e.mock.set_offline(true);
     let err = e.up.commit(&staged).await.unwrap_err();
-    assert_eq!(err.errno, libc::EIO);
+    assert_eq!(err.errno(), libc::EIO);
     assert!(err.message.contains("offline.jpg"), "{}", err.message);
     assert!(
         e.mock.calls("create_file") >= 2,
@@ -429,7 +432,7 @@ async fn too_large_gives_efbig_keeps_data_and_does_not_hot_loop() {
     let staged = e.up.stage_new(target("big.mov", None)).unwrap();
     staged.write_at(0, &data).unwrap();
     let err = e.up.commit(&staged).await.unwrap_err();
-    assert_eq!(err.errno, libc::EFBIG);
+    assert_eq!(err.errno(), libc::EFBIG);
     assert!(err.message.contains("5000 bytes"), "{}", err.message);
     e.up.release(staged);
 
@@ -456,7 +459,7 @@ async fn invalid_input_and_missing_folder_keep_data() {
     let staged = e.up.stage_new(target("bad.txt", None)).unwrap();
     staged.write_at(0, b"keep me").unwrap();
     let err = e.up.commit(&staged).await.unwrap_err();
-    assert_eq!(err.errno, libc::EINVAL);
+    assert_eq!(err.errno(), libc::EINVAL);
     assert_eq!(
         e.mock.calls("create_file"),
         1,
@@ -468,7 +471,7 @@ async fn invalid_input_and_missing_folder_keep_data() {
             .unwrap();
     staged2.write_at(0, b"mine").unwrap();
     let err = e.up.commit(&staged2).await.unwrap_err();
-    assert_eq!(err.errno, libc::ENOENT);
+    assert_eq!(err.errno(), libc::ENOENT);
     assert!(err.message.contains("no-such-folder"), "{}", err.message);
 
     let pending = e.up.pending();
@@ -593,7 +596,7 @@ async fn lock_excludes_a_second_uploader() {
     let err = Uploader::new(e.mock.clone(), config(e.dir.path()), Arc::default())
         .err()
         .expect("second uploader on the same cache dir");
-    assert_eq!(err.errno, libc::EBUSY);
+    assert_eq!(err.errno(), libc::EBUSY);
     assert!(
         err.message.contains("in use by another mediafs"),
         "{}",
@@ -654,7 +657,7 @@ async fn discard_uploads_nothing_and_removes_files() {
     // Still usable like an unlinked open file.
     assert_eq!(staged.read_at(0, 100).unwrap(), b"temporary");
     let err = e.up.commit(&staged).await.unwrap_err();
-    assert_eq!(err.errno, libc::ENOENT);
+    assert_eq!(err.errno(), libc::ENOENT);
     e.up.release(staged);
     assert_eq!(e.mock.calls("create_file"), 0);
     assert!(listing(&e.dir.path().join("staging")).is_empty());
@@ -731,7 +734,7 @@ fn full_disk_maps_to_enospc_naming_the_cache_dir() {
         "writing to staged file \"x\"",
         std::io::Error::from_raw_os_error(libc::ENOSPC),
     );
-    assert_eq!(err.errno, libc::ENOSPC);
+    assert_eq!(err.errno(), libc::ENOSPC);
     assert!(
         err.message.contains("/var/cache/mediafs/lib"),
         "{}",
@@ -748,7 +751,7 @@ fn writes_to_a_full_device_report_enospc() {
     use std::os::unix::fs::FileExt;
     let io = file.write_all_at(b"x", 0).unwrap_err();
     let err = Dirs::new(Path::new("/c")).io_error("w", io);
-    assert_eq!(err.errno, libc::ENOSPC);
+    assert_eq!(err.errno(), libc::ENOSPC);
 }
 
 #[test]
@@ -757,7 +760,7 @@ fn uploader_needs_a_runtime() {
     let err = Uploader::new(MockClient::new(), config(dir.path()), Arc::default())
         .err()
         .expect("no runtime");
-    assert_eq!(err.errno, libc::EINVAL);
+    assert_eq!(err.errno(), libc::EINVAL);
 }
 
 #[test]

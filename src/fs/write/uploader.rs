@@ -114,7 +114,7 @@ impl Uploader {
     ) -> Result<Arc<Uploader>> {
         let runtime = Handle::try_current().map_err(|_| {
             Error::new(
-                libc::EINVAL,
+                crate::fs::error::Kind::Invalid,
                 "the uploader needs a Tokio runtime (none running)",
             )
         })?;
@@ -411,7 +411,7 @@ impl Uploader {
             if st.discarded {
                 return Err(Failed::Other(
                     Error::new(
-                        libc::ENOENT,
+                        crate::fs::error::Kind::NotFound,
                         format!("{:?} was deleted while open; not uploaded", st.target.name),
                     )
                     .with_level(Level::DEBUG),
@@ -536,7 +536,7 @@ impl Uploader {
     async fn unchanged(&self, staged: &StagedFile, target: UploadTarget) -> Result<Committed> {
         let Some(id) = target.replaces.clone() else {
             return Err(Error::new(
-                libc::EIO,
+                crate::fs::error::Kind::Io,
                 format!("{:?}: staged file has nothing to upload", target.name),
             ));
         };
