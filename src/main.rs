@@ -64,6 +64,14 @@ fn main() -> ExitCode {
         });
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Status { .. } | Command::Completions { .. } | Command::Man | Command::Probe(_)
+    ) {
+        // Commands that only print end quietly when their reader goes (`| head`), as other
+        // command-line tools do. Not the daemons: a peer closing a socket must not kill them.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match cli.command {
         Command::Mount(args) => mediafs::mount::run(args),
         Command::Unmount { mountpoint } => mediafs::mount::unmount(&mountpoint),
