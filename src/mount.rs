@@ -734,12 +734,42 @@ fn umount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
 /// A dead mount (its daemon died) is detached.
 pub fn unmount(mountpoint: &Path) -> i32 {
     let dead = is_dead_mount(mountpoint);
+    // Asked before the unmount: afterwards the daemon may no longer answer.
+    let unfinished = if dead {
+        Vec::new()
+    } else {
+        control::query(mountpoint)
+            .map(|s| [s.pending_uploads, s.uploads_in_flight].concat())
+            .unwrap_or_default()
+    };
+    // A pending upload being retried is also in flight: name it once.
+    let mut seen = std::collections::HashSet::new();
+    let unfinished: Vec<_> = unfinished
+        .into_iter()
+        .filter(|u| seen.insert((u.name.clone(), u.size)))
+        .collect();
     match umount(mountpoint, dead) {
         Ok(()) => {
             if dead {
                 eprintln!(
                     "mediafs: {} was a dead mount (\"Transport endpoint is not connected\": its daemon had died); unmounted it",
                     mountpoint.display()
+                );
+            }
+            if !unfinished.is_empty() {
+                let list: Vec<String> = unfinished
+                    .iter()
+                    .map(|u| match &u.data_path {
+                        Some(p) => format!("{} ({} bytes, at {})", u.name, u.size, p.display()),
+                        None => format!("{} ({} bytes)", u.name, u.size),
+                    })
+                    .collect();
+                eprintln!(
+                    "mediafs: {} upload(s) not on the service yet: {}. The daemon keeps trying \
+                     for up to --unmount-timeout seconds; what is left waits in the pending \
+                     area and is uploaded at the next mount of this library (its log says which).",
+                    unfinished.len(),
+                    list.join("; ")
                 );
             }
             0
