@@ -44,8 +44,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `mediafs man > /usr/local/share/man/man1/mediafs.1`.
-    Man,
+    /// Print a man page (roff): `mediafs man > mediafs.1`, and one per subcommand with all
+    /// its flags, e.g. `mediafs man mount > mediafs-mount.1`.
+    Man {
+        /// The subcommand (mount, unmount, status, serve, probe, completions).
+        subcommand: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,7 +70,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Status { .. } | Command::Completions { .. } | Command::Man | Command::Probe(_)
+        Command::Status { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Probe(_)
     ) {
         // Commands that only print end quietly when their reader goes (`| head`), as other
         // command-line tools do. Not the daemons: a peer closing a socket must not kill them.
@@ -87,8 +94,24 @@ fn main() -> ExitCode {
             0
         }
         Command::CrashGuard { mountpoint } => mediafs::mount::crash_guard(&mountpoint),
-        Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Command::Man { subcommand } => {
+            let top = Cli::command();
+            let page = match subcommand {
+                None => top,
+                Some(name) => match top.find_subcommand(&name) {
+                    // Named as the top page refers to it: mediafs-mount(1). (clap wants a
+                    // static name; this process prints one page and exits.)
+                    Some(sub) => {
+                        let full: &'static str = Box::leak(format!("mediafs-{name}").into());
+                        sub.clone().name(full)
+                    }
+                    None => {
+                        eprintln!("mediafs: no subcommand {name:?}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("mediafs: {e}");

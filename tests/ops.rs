@@ -668,6 +668,19 @@ fn completions_and_man_page_name_the_subcommands() {
     for sub in ["mount", "unmount", "status", "serve", "completions"] {
         assert!(man.contains(sub), "man page lacks {sub}");
     }
+    // The page it refers to, mediafs-mount(1), has every mount flag.
+    let (code, mount_man, _) = run_mediafs(&["man", "mount"]);
+    assert_eq!(code, 0);
+    assert!(mount_man.contains(".TH mediafs-mount"), "{mount_man}");
+    for flag in [
+        "api\\-url",
+        "cache\\-size",
+        "allow\\-other",
+        "upload\\-retry\\-secs",
+    ] {
+        assert!(mount_man.contains(flag), "mediafs-mount(1) lacks {flag}");
+    }
+    assert_eq!(run_mediafs(&["man", "nosuch"]).0, 2);
 }
 
 fn mount_line(path: &Path) -> Option<String> {
