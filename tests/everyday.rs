@@ -59,3 +59,125 @@ PY
     assert_eq!(srv.route_calls("PATCH /api/v1/media-manager/files/{id}"), 0);
     assert_eq!(srv.route_calls("POST /api/v1/media-manager/folders"), 0);
 }
+
+/// Local attributes: `rsync -a` of an unchanged tree transfers nothing the second time,
+/// also after a remount on the same cache dir; `cp -p`, `touch -d`, `tar x` keep times;
+/// `chmod` survives a remount. The service sees no upload on the second rsync.
+#[test]
+fn rsync_twice_transfers_nothing_and_attributes_survive_remount() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &[]);
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    sh(
+        local.path(),
+        r#"
+        mkdir -p src/a src/b
+        for i in $(seq 1 200); do
+            d=a; [ $((i % 2)) = 0 ] && d=b
+            printf 'file %s\n' "$i" > "src/$d/f$i.txt"
+            touch -d "2020-01-01 00:00:$((i % 60))" "src/$d/f$i.txt"
+        done
+        touch -d '2019-05-06 07:08:09' src/a src/b
+        "#,
+    );
+    let rsync = |m: &Mount| {
+        sh(
+            local.path(),
+            &format!(
+                "rsync -a --stats {}/ {}/tree/",
+                src.display(),
+                m.path().display()
+            ),
+        )
+    };
+    let first = rsync(&m);
+    assert!(
+        first.contains("Number of regular files transferred: 200"),
+        "{first}"
+    );
+    let uploads = || srv.route_calls("POST /api/v1/media-manager/files");
+    let after_first = uploads();
+    let second = rsync(&m);
+    assert!(
+        second.contains("Number of regular files transferred: 0"),
+        "{second}"
+    );
+    assert_eq!(uploads(), after_first, "nothing uploaded the second time");
+
+    // cp -p, touch -d, chmod, tar x through the mount.
+    sh(
+        m.path(),
+        &format!(
+            r#"
+        cp -p {src}/a/f1.txt kept.txt
+        echo hi > touched.txt
+        touch -d '2001-02-03 04:05:06' touched.txt
+        echo secret > private.txt
+        chmod 600 private.txt
+        mkdir t && cd {src} && tar cf {tar} a && cd - && tar xf {tar} -C t
+        "#,
+            src = src.display(),
+            tar = local.path().join("a.tar").display()
+        ),
+    );
+    let stat = |m: &Mount, f: &str| sh(m.path(), &format!("stat -c '%Y %a' {f}"));
+    let want_kept = sh(&src, "stat -c %Y a/f1.txt");
+    let want_tar = sh(&src, "stat -c %Y a/f3.txt");
+    let check = |m: &Mount| {
+        assert_eq!(
+            stat(m, "kept.txt").split(' ').next().unwrap(),
+            want_kept.trim()
+        );
+        let touched: i64 = stat(m, "touched.txt")
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let want: i64 = sh(m.path(), "date -d '2001-02-03 04:05:06' +%s")
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(touched, want, "touch -d keeps the time");
+        assert_eq!(stat(m, "private.txt").trim().split(' ').nth(1), Some("600"));
+        assert_eq!(
+            stat(m, "t/a/f3.txt").split(' ').next().unwrap(),
+            want_tar.trim(),
+            "tar x keeps mtimes"
+        );
+        assert_eq!(
+            stat(m, "tree/a").split(' ').next().unwrap(),
+            sh(&src, "stat -c %Y a").trim(),
+            "directory times too"
+        );
+    };
+    check(&m);
+
+    // Unmount and remount on the same cache dir: everything is still there.
+    m.unmount();
+    m.remount();
+    check(&m);
+    let before = uploads();
+    let third = rsync(&m);
+    assert!(
+        third.contains("Number of regular files transferred: 0"),
+        "{third}"
+    );
+    assert_eq!(uploads(), before);
+    // The bytes on the service are the tree's.
+    let tree = remote_folder(&srv, None, "tree");
+    let a = remote_folder(&srv, Some(&tree.id), "a");
+    let f1 = remote_file(&srv, Some(&a.id), "f1.txt");
+    assert_eq!(
+        remote_sha256(&srv, &f1.id),
+        sha256_file(&src.join("a/f1.txt"))
+    );
+    assert_eq!(srv.remote_files(Some(&a.id)).len(), 100, "no leftovers");
+    // Private: the database is the owner's only.
+    let mode = sh(&m.cache_dir, "stat -c %a attrs.db");
+    assert_eq!(mode.trim(), "600");
+}

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::err;
-use crate::fs::attr::{self, Attr, DirEntry, FsStats};
+use crate::fs::attr::{self, Attr, Caller, Change, DirEntry, FsStats};
 use crate::fs::entry::Entry;
 use crate::fs::error::{Error, Result};
 use crate::fs::files::{OpenFiles, Opened};
@@ -69,9 +69,16 @@ impl MediaFs {
         self.sb.attr(ino)
     }
 
-    /// Only the size is stored; mode, owner and times are accepted without effect.
-    pub async fn setattr(&self, ino: Ino, fh: Option<u64>, size: Option<u64>) -> Result<Attr> {
-        self.files.setattr(ino, fh, size).await
+    /// truncate (`size`), and chmod/chown/utimens (`change`), kept as local attributes.
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        change: &Change,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.files.setattr(ino, fh, size, change, caller).await
     }
 
     // ----- directories ----------------------------------------------------------------

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fs::entry::{Entry, FileEntry, FolderEntry};
+use crate::fs::local_attrs::Stored;
 use crate::fs::names::{self, Candidate};
 use crate::fs::write::StagedFile;
 
@@ -43,6 +44,9 @@ pub struct Inode {
     pub staged: Option<Arc<StagedFile>>,
     /// Remote file id seen at the last open: the kernel page cache is kept while it is unchanged.
     pub last_open_id: Option<String>,
+    /// Local attributes set while the inode has no remote object to key them by (not
+    /// uploaded yet, or changes not uploaded): stored under the new id when it lands.
+    pub local: Stored,
     /// The kernel's lookup count: entries handed out by lookup, create, mkdir and
     /// readdirplus, minus those it forgot.
     lookups: u64,
@@ -60,6 +64,7 @@ impl Inode {
             refreshed: now,
             staged: None,
             last_open_id: None,
+            local: Stored::default(),
             lookups: 0,
             opens: 0,
         }

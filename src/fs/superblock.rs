@@ -15,12 +15,13 @@ use tracing::{debug, info, warn};
 
 use crate::api::{ApiErrorKind, FileUpdate, FolderUpdate, MediaClient, MediaFile, Parent};
 use crate::err;
-use crate::fs::attr::{self, Attr, DirEntry};
+use crate::fs::attr::{self, Attr, Caller, Change, DirEntry};
 use crate::fs::config::FsConfig;
 use crate::fs::entry::{Entry, FileEntry, FolderEntry};
 use crate::fs::error::{Error, Result};
+use crate::fs::local_attrs::{LocalAttrs, Stored};
 use crate::fs::names;
-use crate::fs::namespace::{Ino, Namespace};
+use crate::fs::namespace::{Ino, Inode, Namespace};
 use crate::fs::read::Reader;
 use crate::fs::readers::OpenReaders;
 use crate::fs::write::{Landed, StagedFile};
@@ -33,6 +34,22 @@ pub struct Superblock {
     /// One listing at a time per directory: concurrent lookups wait for it instead of listing too.
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     config: FsConfig,
+    /// Mode, owner and times set on this machine, by remote id (`None`: memory only).
+    attrs: Option<LocalAttrs>,
+}
+
+/// The key of an entry's local attributes: folders and files are separate id spaces.
+fn attr_key(e: &Entry) -> Option<String> {
+    match e {
+        Entry::Root => Some("root".into()),
+        Entry::Folder(f) => Some(format!("d:{}", f.id)),
+        Entry::File(f) => Some(format!("f:{}", f.id)),
+        Entry::Local { .. } => None,
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> Error {
+    err!(libc::EIO, "local attributes database: {e}")
 }
 
 /// What a rename does, decided under the lock.
@@ -64,6 +81,7 @@ impl Superblock {
         reader: Arc<Reader>,
         readers: Arc<OpenReaders>,
         config: FsConfig,
+        attrs: Option<LocalAttrs>,
     ) -> Self {
         Superblock {
             ns: Mutex::new(Namespace::new()),
@@ -72,6 +90,7 @@ impl Superblock {
             readers,
             listing_locks: Mutex::new(HashMap::new()),
             config,
+            attrs,
         }
     }
 
@@ -92,7 +111,130 @@ impl Superblock {
         let inode = ns
             .get(ino)
             .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
-        Ok(attr::of(inode, &self.config))
+        Ok(self.attr_of(inode))
+    }
+
+    /// What is stored locally for `inode`: the row of its remote object, with what is held
+    /// in memory on top. While it has changes not uploaded, a stored mtime is the old
+    /// version's and does not apply.
+    fn stored(&self, inode: &Inode) -> Stored {
+        let row = match (&self.attrs, attr_key(&inode.entry)) {
+            (Some(a), Some(k)) => a.get(&k),
+            _ => Stored::default(),
+        };
+        let mut s = row.merged(&inode.local);
+        if inode.staged.as_ref().is_some_and(|s| s.is_dirty()) {
+            s.mtime = inode.local.mtime;
+        }
+        s
+    }
+
+    pub fn attr_of(&self, inode: &Inode) -> Attr {
+        attr::of(inode, &self.config, &self.stored(inode))
+    }
+
+    /// chmod, chown, utimens: checked as a local disk does (the owner changes mode and
+    /// times, only root gives a file away), then stored under the remote id, or in memory
+    /// while the file has no remote version of its current bytes.
+    pub fn set_attrs(&self, ino: Ino, change: &Change, caller: Caller) -> Result<Attr> {
+        let mut ns = self.lock();
+        let inode = ns
+            .get(ino)
+            .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+        if change.is_empty() {
+            return Ok(self.attr_of(inode));
+        }
+        let now = std::time::SystemTime::now();
+        let shown = self.attr_of(inode);
+        let root = caller.uid == 0;
+        let owner = root || caller.uid == shown.uid;
+        let explicit_time = matches!(change.atime, Some(attr::SetTime::At(_)))
+            || matches!(change.mtime, Some(attr::SetTime::At(_)));
+        if (change.mode.is_some() || explicit_time) && !owner {
+            return Err(err!(libc::EPERM, "only the owner may change mode or times"));
+        }
+        if change.uid.is_some_and(|u| u != shown.uid) && !root {
+            return Err(err!(libc::EPERM, "only root may change the owner"));
+        }
+        if change
+            .gid
+            .is_some_and(|g| g != shown.gid && !(root || (owner && g == caller.gid)))
+        {
+            return Err(err!(
+                libc::EPERM,
+                "may not change the group to {:?}",
+                change.gid
+            ));
+        }
+        let update = Stored {
+            mode: change.mode.map(|m| m & 0o7777),
+            uid: change.uid,
+            gid: change.gid,
+            atime: change.atime.map(|t| t.resolve()),
+            mtime: change.mtime.map(|t| t.resolve()),
+            ctime: Some(now),
+        };
+        let dirty = inode.staged.as_ref().is_some_and(|s| s.is_dirty());
+        match (&self.attrs, attr_key(&inode.entry)) {
+            (Some(a), Some(k)) if !dirty => {
+                a.set(&k, &update).map_err(db_error)?;
+            }
+            _ => {
+                let inode = ns.get_mut(ino).expect("checked above");
+                inode.local = inode.local.merged(&update);
+            }
+        }
+        Ok(self.attr_of(ns.get(ino).expect("checked above")))
+    }
+
+    /// Bytes were written to `ino`: a time set before the write no longer holds.
+    pub fn wrote(&self, ino: Ino) {
+        if let Some(i) = self.lock().get_mut(ino) {
+            i.local.mtime = None;
+        }
+    }
+
+    /// An upload of `ino` landed as `file`, replacing `replaced`: its local attributes
+    /// move to the new id, with the time of the write as mtime unless one was set after it.
+    pub fn uploaded(&self, ino: Ino, replaced: Option<&str>, file: MediaFile) {
+        let mut ns = self.lock();
+        self.move_attrs(&mut ns, ino, replaced, &file.id);
+        ns.set_entry(ino, Entry::file(file));
+    }
+
+    fn move_attrs(&self, ns: &mut Namespace, ino: Ino, replaced: Option<&str>, new_id: &str) {
+        let new_key = format!("f:{new_id}");
+        if let (Some(a), Some(inode)) = (&self.attrs, ns.get_mut(ino)) {
+            let local = std::mem::take(&mut inode.local);
+            let old = replaced.filter(|o| *o != new_id).map(|o| format!("f:{o}"));
+            let carried = old.as_deref().map(|k| a.get(k)).unwrap_or_default();
+            if !carried.is_empty() || !local.is_empty() {
+                let now = std::time::SystemTime::now();
+                let fresh = Stored {
+                    mtime: Some(now),
+                    ctime: Some(now),
+                    ..Default::default()
+                };
+                let row = carried.merged(&fresh).merged(&local);
+                if let Err(e) = a.set(&new_key, &row) {
+                    warn!(error = %e, "could not store local attributes");
+                }
+            }
+            if let Some(k) = old {
+                if let Err(e) = a.remove(&k) {
+                    warn!(error = %e, "could not drop local attributes");
+                }
+            }
+        }
+    }
+
+    /// The remote object of `entry` is gone: so are its local attributes.
+    fn forget_attrs(&self, entry: &Entry) {
+        if let (Some(a), Some(k)) = (&self.attrs, attr_key(entry)) {
+            if let Err(e) = a.remove(&k) {
+                warn!(error = %e, "could not drop local attributes");
+            }
+        }
     }
 
     /// The remote folder id of directory `dir` (`None` = root).
@@ -203,7 +345,7 @@ impl Superblock {
             .child(parent, name)
             .ok_or_else(|| err!(libc::ENOENT, "no entry {name:?} in {parent}"))?;
         ns.remember(ino);
-        Ok(attr::of(ns.get(ino).expect("child exists"), &self.config))
+        Ok(self.attr_of(ns.get(ino).expect("child exists")))
     }
 
     /// The entries of `ino` with `.` and `..`, for an open directory.
@@ -214,24 +356,23 @@ impl Superblock {
             .get(ino)
             .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
         let parent = ns.get(me.parent).unwrap_or(me);
-        let c = &self.config;
         let mut v = vec![
             DirEntry {
                 ino,
                 name: ".".into(),
-                attr: attr::of(me, c),
+                attr: self.attr_of(me),
             },
             DirEntry {
                 ino: parent.ino,
                 name: "..".into(),
-                attr: attr::of(parent, c),
+                attr: self.attr_of(parent),
             },
         ];
         for child in ns.children(ino) {
             v.push(DirEntry {
                 ino: child.ino,
                 name: child.name.clone(),
-                attr: attr::of(child, c),
+                attr: self.attr_of(child),
             });
         }
         Ok(v)
@@ -269,6 +410,8 @@ impl Superblock {
                 .map(|i| i.ino)
         });
         if let Some(ino) = ino {
+            let replaced = landed.target.replaces.as_deref();
+            self.move_attrs(&mut ns, ino, replaced, &landed.file.id);
             ns.set_entry(ino, entry);
             ns.unstage(ino, &landed.staged);
         }
@@ -301,7 +444,7 @@ impl Superblock {
         // A new folder is empty: no need to list it.
         ns.apply_listing(ino, Vec::<FolderEntry>::new(), Vec::<FileEntry>::new());
         ns.remember(ino);
-        Ok(attr::of(ns.get(ino).expect("just inserted"), &self.config))
+        Ok(self.attr_of(ns.get(ino).expect("just inserted")))
     }
 
     /// A file created through the mount, not uploaded yet; one kernel reference.
@@ -331,8 +474,11 @@ impl Superblock {
             Entry::Root | Entry::Folder(_) => {
                 return Err(err!(libc::EISDIR, "{name:?} is a directory"))
             }
-            Entry::File(f) => match self.client.delete_file(&f.id).await {
-                Ok(()) => self.reader.invalidate(&f.id),
+            Entry::File(ref f) => match self.client.delete_file(&f.id).await {
+                Ok(()) => {
+                    self.reader.invalidate(&f.id);
+                    self.forget_attrs(&entry);
+                }
                 Err(e) if e.kind == ApiErrorKind::NotFound => {}
                 Err(e) => return Err(Error::api(format!("unlink {name:?}"), e)),
             },
@@ -358,7 +504,11 @@ impl Superblock {
             return Err(err!(libc::ENOTEMPTY, "{name:?} is not empty"));
         }
         match self.client.delete_folder(&id).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(e) = self.lock().get(ino).map(|i| i.entry.clone()) {
+                    self.forget_attrs(&e);
+                }
+            }
             Err(e) if e.kind == ApiErrorKind::NotFound => {}
             Err(e) => {
                 // Someone added something remotely: relist so the user sees it.
