@@ -181,3 +181,70 @@ fn rsync_twice_transfers_nothing_and_attributes_survive_remount() {
     let mode = sh(&m.cache_dir, "stat -c %a attrs.db");
     assert_eq!(mode.trim(), "600");
 }
+
+/// Directory times and link counts: a directory's mtime and ctime move when entries are
+/// created, removed or renamed in it through the mount (and stay after a remount); its
+/// nlink is 2 + its subdirectories; the root shows a recent time, not 1970.
+#[test]
+fn directory_times_move_with_their_entries_and_nlink_counts_subdirectories() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    // No kernel attribute cache: each stat asks the mount (the count after a listing).
+    let mut m = Mount::new(&srv, &["--attr-ttl", "0"]);
+    let out = sh(
+        m.path(),
+        r#"
+        st() { stat -c '%y|%z|%h' "$1"; }
+        mkdir d e
+        touch -d '2001-01-01' d e
+        a=$(st d); mkdir d/sub1 d/sub2; b=$(st d)
+        touch d/f; c=$(st d)
+        rm d/f; dd=$(st d)
+        touch d/g; e0=$(st e); g0=$(st d)
+        mv d/g e/g; g1=$(st d); e1=$(st e)
+        rmdir d/sub2; h=$(st d)
+        echo "a=$a"; echo "b=$b"; echo "c=$c"; echo "d=$dd"; echo "g0=$g0"; echo "g1=$g1"
+        echo "e0=$e0"; echo "e1=$e1"; echo "h=$h"
+        echo "root=$(stat -c %Y .)"; echo "now=$(date +%s)"
+        "#,
+    );
+    let field = |k: &str| -> Vec<String> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {out}"))
+            .split('|')
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(field("a")[0].starts_with("2001-01-01"), "{out}");
+    assert_eq!(field("a")[2], "2", "no subdirectories: {out}");
+    assert_eq!(field("b")[2], "4", "two subdirectories: {out}");
+    // Each change moves mtime and ctime forward (timestamps with nanoseconds).
+    for (before, after) in [
+        ("a", "b"),
+        ("b", "c"),
+        ("c", "d"),
+        ("g0", "g1"),
+        ("e0", "e1"),
+    ] {
+        let (x, y) = (field(before), field(after));
+        assert!(y[0] > x[0], "mtime {before} -> {after}: {out}");
+        assert!(y[1] > x[1], "ctime {before} -> {after}: {out}");
+    }
+    assert_eq!(field("h")[2], "3", "rmdir: {out}");
+    let num = |k: &str| -> i64 { field(k)[0].trim().parse().unwrap() };
+    assert!(
+        num("root") > num("now") - 3600,
+        "root time is recent: {out}"
+    );
+    // Kept after a remount (same cache dir).
+    let before = sh(m.path(), "stat -c '%Y %h' d");
+    m.unmount();
+    m.remount();
+    // nlink is counted from the listing: a directory not listed yet shows 1 ("not
+    // counted", as find expects), then the count.
+    assert_eq!(sh(m.path(), "ls d >/dev/null; stat -c '%Y %h' d"), before);
+    assert_eq!(srv.remote_folders(None).len(), 2, "d and e on the service");
+}

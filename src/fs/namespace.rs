@@ -171,6 +171,19 @@ impl Namespace {
         v
     }
 
+    /// How many of `dir`'s entries are directories (`None` while it is not listed).
+    pub fn subdirs(&self, dir: Ino) -> Option<u32> {
+        self.dirs
+            .get(&dir)
+            .filter(|d| d.fetched.is_some() || !d.members.is_empty())
+            .map(|d| {
+                d.members
+                    .iter()
+                    .filter(|m| self.inodes.get(m).is_some_and(|i| i.entry.is_dir()))
+                    .count() as u32
+            })
+    }
+
     pub fn is_empty_dir(&self, dir: Ino) -> bool {
         self.dirs.get(&dir).is_none_or(|d| d.members.is_empty())
     }

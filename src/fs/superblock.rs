@@ -36,6 +36,8 @@ pub struct Superblock {
     config: FsConfig,
     /// Mode, owner and times set on this machine, by remote id (`None`: memory only).
     attrs: Option<LocalAttrs>,
+    /// The root's time until something changes in it (the service keeps none for it).
+    mounted: std::time::SystemTime,
 }
 
 /// The key of an entry's local attributes: folders and files are separate id spaces.
@@ -91,6 +93,7 @@ impl Superblock {
             listing_locks: Mutex::new(HashMap::new()),
             config,
             attrs,
+            mounted: std::time::SystemTime::now(),
         }
     }
 
@@ -111,7 +114,7 @@ impl Superblock {
         let inode = ns
             .get(ino)
             .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
-        Ok(self.attr_of(inode))
+        Ok(self.attr_of(&ns, inode))
     }
 
     /// What is stored locally for `inode`: the row of its remote object, with what is held
@@ -126,11 +129,41 @@ impl Superblock {
         if inode.staged.as_ref().is_some_and(|s| s.is_dirty()) {
             s.mtime = inode.local.mtime;
         }
+        if matches!(inode.entry, Entry::Root) {
+            s.mtime.get_or_insert(self.mounted);
+            s.ctime.get_or_insert(self.mounted);
+        }
         s
     }
 
-    pub fn attr_of(&self, inode: &Inode) -> Attr {
-        attr::of(inode, &self.config, &self.stored(inode))
+    pub fn attr_of(&self, ns: &Namespace, inode: &Inode) -> Attr {
+        let subdirs = if inode.entry.is_dir() {
+            ns.subdirs(inode.ino)
+        } else {
+            None
+        };
+        attr::of(inode, &self.config, &self.stored(inode), subdirs)
+    }
+
+    /// An entry of `dir` was created, removed or renamed through the mount: its mtime and
+    /// ctime move to now, stored like a `touch` so they survive a remount.
+    pub fn dir_changed(&self, dir: Ino) {
+        let now = std::time::SystemTime::now();
+        let update = Stored {
+            mtime: Some(now),
+            ctime: Some(now),
+            ..Default::default()
+        };
+        let mut ns = self.lock();
+        let Some(inode) = ns.get_mut(dir) else { return };
+        match (&self.attrs, attr_key(&inode.entry)) {
+            (Some(a), Some(k)) => {
+                if let Err(e) = a.set(&k, &update) {
+                    warn!(error = %e, "could not store a directory's time");
+                }
+            }
+            _ => inode.local = inode.local.merged(&update),
+        }
     }
 
     /// chmod, chown, utimens: checked as a local disk does (the owner changes mode and
@@ -142,10 +175,10 @@ impl Superblock {
             .get(ino)
             .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
         if change.is_empty() {
-            return Ok(self.attr_of(inode));
+            return Ok(self.attr_of(&ns, inode));
         }
         let now = std::time::SystemTime::now();
-        let shown = self.attr_of(inode);
+        let shown = self.attr_of(&ns, inode);
         let root = caller.uid == 0;
         let owner = root || caller.uid == shown.uid;
         let explicit_time = matches!(change.atime, Some(attr::SetTime::At(_)))
@@ -184,7 +217,7 @@ impl Superblock {
                 inode.local = inode.local.merged(&update);
             }
         }
-        Ok(self.attr_of(ns.get(ino).expect("checked above")))
+        Ok(self.attr_of(&ns, ns.get(ino).expect("checked above")))
     }
 
     /// Bytes were written to `ino`: a time set before the write no longer holds.
@@ -345,7 +378,7 @@ impl Superblock {
             .child(parent, name)
             .ok_or_else(|| err!(libc::ENOENT, "no entry {name:?} in {parent}"))?;
         ns.remember(ino);
-        Ok(self.attr_of(ns.get(ino).expect("child exists")))
+        Ok(self.attr_of(&ns, ns.get(ino).expect("child exists")))
     }
 
     /// The entries of `ino` with `.` and `..`, for an open directory.
@@ -360,19 +393,19 @@ impl Superblock {
             DirEntry {
                 ino,
                 name: ".".into(),
-                attr: self.attr_of(me),
+                attr: self.attr_of(&ns, me),
             },
             DirEntry {
                 ino: parent.ino,
                 name: "..".into(),
-                attr: self.attr_of(parent),
+                attr: self.attr_of(&ns, parent),
             },
         ];
         for child in ns.children(ino) {
             v.push(DirEntry {
                 ino: child.ino,
                 name: child.name.clone(),
-                attr: self.attr_of(child),
+                attr: self.attr_of(&ns, child),
             });
         }
         Ok(v)
@@ -444,7 +477,10 @@ impl Superblock {
         // A new folder is empty: no need to list it.
         ns.apply_listing(ino, Vec::<FolderEntry>::new(), Vec::<FileEntry>::new());
         ns.remember(ino);
-        Ok(self.attr_of(ns.get(ino).expect("just inserted")))
+        let a = self.attr_of(&ns, ns.get(ino).expect("just inserted"));
+        drop(ns);
+        self.dir_changed(parent);
+        Ok(a)
     }
 
     /// A file created through the mount, not uploaded yet; one kernel reference.
@@ -459,6 +495,8 @@ impl Superblock {
         );
         ns.get_mut(ino).expect("just inserted").staged = Some(staged);
         ns.remember(ino);
+        drop(ns);
+        self.dir_changed(parent);
         ino
     }
 
@@ -488,6 +526,7 @@ impl Superblock {
             s.discard();
         }
         self.lock().remove(ino);
+        self.dir_changed(parent);
         Ok(())
     }
 
@@ -517,6 +556,7 @@ impl Superblock {
             }
         }
         self.lock().remove(ino);
+        self.dir_changed(parent);
         Ok(())
     }
 
@@ -628,6 +668,10 @@ impl Superblock {
                     self.lock().invalidate(new_parent);
                 }
             }
+        }
+        self.dir_changed(parent);
+        if new_parent != parent {
+            self.dir_changed(new_parent);
         }
         info!(from = ?name, to = ?new_name, "renamed");
         Ok(())
