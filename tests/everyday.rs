@@ -8,6 +8,8 @@ mod write_support;
 use common::*;
 use write_support::*;
 
+use std::time::Duration;
+
 /// Names over 255 bytes: ENAMETOOLONG from mkdir, creat, rename and stat, as on a local
 /// disk, and nothing reaches the service.
 #[test]
@@ -247,4 +249,64 @@ fn directory_times_move_with_their_entries_and_nlink_counts_subdirectories() {
     // counted", as find expects), then the count.
     assert_eq!(sh(m.path(), "ls d >/dev/null; stat -c '%Y %h' d"), before);
     assert_eq!(srv.remote_folders(None).len(), 2, "d and e on the service");
+}
+
+/// An unlinked open file: `cat` keeps reading it through the open descriptor, `fstat`
+/// says nlink 0, the name is gone at once, and the service deletes it after the last
+/// close. After a crash in between, the next mount hides it and finishes the delete.
+#[test]
+fn unlinked_open_files_stay_readable_until_closed() {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &["--attr-ttl", "0"]);
+    let sha = write_random_file(&m.p("f.bin"), 3 << 20, 9);
+    let out = sh(
+        m.path(),
+        r#"
+        exec 3<f.bin
+        rm f.bin
+        ls
+        cat <&3 | sha256sum
+        python3 -c 'import os; print("nlink", os.fstat(3).st_nlink)'
+        "#,
+    );
+    assert!(out.contains(&sha), "read after rm: {out}");
+    assert!(out.contains("nlink 0"), "{out}");
+    assert!(!out.contains("f.bin"), "name gone at once: {out}");
+    assert!(
+        wait_until(Duration::from_secs(20), || srv
+            .remote_files(None)
+            .is_empty()),
+        "deleted after the last close"
+    );
+
+    // Held open while the service is checked, then a crash before the close.
+    let sha = write_random_file(&m.p("g.bin"), 1 << 20, 10);
+    let id = remote_file(&srv, None, "g.bin").id;
+    let mut held = std::fs::File::open(m.p("g.bin")).unwrap();
+    std::fs::remove_file(m.p("g.bin")).unwrap();
+    assert!(!m.p("g.bin").exists());
+    assert_eq!(held.metadata().unwrap().nlink(), 0);
+    assert!(remote_get(&srv, &id).is_some(), "kept for the reader");
+    let mut bytes = Vec::new();
+    held.read_to_end(&mut bytes).unwrap();
+    assert_eq!(sha256(&bytes), sha);
+    m.kill();
+    drop(held);
+    assert!(remote_get(&srv, &id).is_some(), "the crash left it");
+    m.remount();
+    let listed = sh(m.path(), "ls -a");
+    assert!(!listed.contains("g.bin"), "not resurrected: {listed}");
+    assert!(
+        wait_until(Duration::from_secs(20), || remote_get(&srv, &id).is_none()),
+        "the next mount deletes it"
+    );
+    assert!(std::fs::read_dir(m.cache_dir.join("deletes"))
+        .unwrap()
+        .next()
+        .is_none());
 }

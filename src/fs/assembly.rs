@@ -48,6 +48,7 @@ impl Core {
             readers.clone(),
             config.fs,
             attrs,
+            uploader.as_ref().map(|u| u.deletes()),
         ));
         let files = Arc::new(OpenFiles::new(
             sb.clone(),

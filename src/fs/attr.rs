@@ -97,10 +97,9 @@ pub struct Caller {
 
 /// The attributes of `inode`, with the locally `stored` ones (see
 /// [`crate::fs::local_attrs`]) on top of the service's. A file with changes not uploaded
-/// shows "now" as mtime and ctime unless a time was set after its last write. A directory
-/// has 2 + `subdirs` links, or 1 while they are not counted (not listed yet: `find`
-/// then does not rely on the count).
-pub fn of(inode: &Inode, c: &FsConfig, stored: &Stored, subdirs: Option<u32>) -> Attr {
+/// shows "now" as mtime and ctime unless a time was set after its last write. `nlink`
+/// comes from the namespace.
+pub fn of(inode: &Inode, c: &FsConfig, stored: &Stored, nlink: u32) -> Attr {
     let (kind, size, mtime, crtime) = match &inode.entry {
         Entry::Root => (
             Kind::Dir,
@@ -135,10 +134,7 @@ pub fn of(inode: &Inode, c: &FsConfig, stored: &Stored, subdirs: Option<u32>) ->
         ctime,
         crtime,
         perm: stored.mode.map_or(default_perm, |m| (m & 0o7777) as u16),
-        nlink: match (kind, subdirs) {
-            (Kind::Dir, Some(n)) => 2u32.saturating_add(n),
-            _ => 1,
-        },
+        nlink,
         uid: stored.uid.unwrap_or(c.uid),
         gid: stored.gid.unwrap_or(c.gid),
     }

@@ -274,6 +274,11 @@ impl Namespace {
         }
     }
 
+    /// Whether `ino` still has a name (not unlinked or replaced while open).
+    pub fn is_linked(&self, ino: Ino) -> bool {
+        ino == ROOT_INO || (self.inodes.contains_key(&ino) && self.attached(ino))
+    }
+
     /// Whether `ino` is an entry of its parent's listing.
     fn attached(&self, ino: Ino) -> bool {
         let parent = self.inodes[&ino].parent;

@@ -24,7 +24,7 @@ use crate::fs::names;
 use crate::fs::namespace::{Ino, Inode, Namespace};
 use crate::fs::read::Reader;
 use crate::fs::readers::OpenReaders;
-use crate::fs::write::{Landed, StagedFile};
+use crate::fs::write::{Deletes, Landed, StagedFile};
 
 pub struct Superblock {
     ns: Mutex<Namespace>,
@@ -38,6 +38,8 @@ pub struct Superblock {
     attrs: Option<LocalAttrs>,
     /// The root's time until something changes in it (the service keeps none for it).
     mounted: std::time::SystemTime,
+    /// Deletes deferred to the last reader, recorded durably (`None`: read-only).
+    deletes: Option<Arc<Deletes>>,
 }
 
 /// The key of an entry's local attributes: folders and files are separate id spaces.
@@ -84,6 +86,7 @@ impl Superblock {
         readers: Arc<OpenReaders>,
         config: FsConfig,
         attrs: Option<LocalAttrs>,
+        deletes: Option<Arc<Deletes>>,
     ) -> Self {
         Superblock {
             ns: Mutex::new(Namespace::new()),
@@ -94,6 +97,7 @@ impl Superblock {
             config,
             attrs,
             mounted: std::time::SystemTime::now(),
+            deletes,
         }
     }
 
@@ -137,12 +141,14 @@ impl Superblock {
     }
 
     pub fn attr_of(&self, ns: &Namespace, inode: &Inode) -> Attr {
-        let subdirs = if inode.entry.is_dir() {
-            ns.subdirs(inode.ino)
+        let nlink = if inode.entry.is_dir() {
+            ns.subdirs(inode.ino).map_or(1, |n| 2u32.saturating_add(n))
+        } else if ns.is_linked(inode.ino) {
+            1
         } else {
-            None
+            0 // unlinked while open
         };
-        attr::of(inode, &self.config, &self.stored(inode), subdirs)
+        attr::of(inode, &self.config, &self.stored(inode), nlink)
     }
 
     /// An entry of `dir` was created, removed or renamed through the mount: its mtime and
@@ -511,6 +517,16 @@ impl Superblock {
         match entry {
             Entry::Root | Entry::Folder(_) => {
                 return Err(err!(libc::EISDIR, "{name:?} is a directory"))
+            }
+            // Still read through an open handle: the delete waits for the last close
+            // (recorded, so a crash in between does not bring the name back).
+            Entry::File(ref f) if self.readers.defer_delete_if_open(&f.id) => {
+                if let Some(d) = &self.deletes {
+                    if let Err(e) = d.record(&f.id) {
+                        warn!("could not record the deferred delete of {name:?}: {e}");
+                    }
+                }
+                self.forget_attrs(&entry);
             }
             Entry::File(ref f) => match self.client.delete_file(&f.id).await {
                 Ok(()) => {
