@@ -310,3 +310,77 @@ fn unlinked_open_files_stay_readable_until_closed() {
         .next()
         .is_none());
 }
+
+/// Copy tools with extended attributes: `shutil.copy2`, `cp -a`, `cp --preserve=all`,
+/// `rsync -aX` exit 0 inside the mount and from the mount to a local disk and back, each
+/// copy keeps the name it was given, and the writable service fields travel with it,
+/// also when set while the file is still open for writing.
+#[test]
+fn copy_tools_keep_names_and_service_fields() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    let local = tempfile::tempdir().unwrap();
+    sh(
+        m.path(),
+        r#"
+        echo hello > hello.txt
+        setfattr -n user.mediafs.description -v 'a greeting' hello.txt
+        setfattr -n user.mediafs.alt_text -v 'hi' hello.txt
+        setfattr -n user.mediafs.is_favorite -v true hello.txt
+        "#,
+    );
+    let out = sh(
+        m.path(),
+        &format!(
+            r#"
+        set -e
+        python3 -c 'import shutil; shutil.copy2("hello.txt", "hello_copy.txt")'
+        cp -a hello.txt a_copy.txt
+        cp --preserve=all hello.txt p_copy.txt
+        rsync -aX hello.txt r_copy.txt
+        cp -a hello.txt {l}/out_cp.txt
+        rsync -aX hello.txt {l}/out_rsync.txt
+        cp -a {l}/out_cp.txt back_cp.txt
+        rsync -aX {l}/out_rsync.txt back_rsync.txt
+        python3 - <<'PY'
+import os
+with open("open_w.txt", "w") as f:
+    f.write("being written")
+    f.flush()
+    os.setxattr(f.fileno(), "user.mediafs.description", b"set while open")
+PY
+        getfattr -n user.mediafs.id --only-values hello.txt; echo
+        getfattr -d hello.txt
+        ls
+        "#,
+            l = local.path().display()
+        ),
+    );
+    let hello = remote_file(&srv, None, "hello.txt");
+    assert!(out.contains(&hello.id), "id readable by name: {out}");
+    assert!(!out.contains("user.mediafs.id="), "id not listed: {out}");
+    for name in [
+        "hello_copy.txt",
+        "a_copy.txt",
+        "p_copy.txt",
+        "r_copy.txt",
+        "back_cp.txt",
+        "back_rsync.txt",
+    ] {
+        let f = remote_file(&srv, None, name);
+        assert_eq!(file_name_of(&f), name);
+        assert_eq!(f.description.as_deref(), Some("a greeting"), "{name}");
+        assert_eq!(f.alt_text.as_deref(), Some("hi"), "{name}");
+        assert_eq!(f.is_favorite, Some(true), "{name}");
+        assert_eq!(remote_sha256(&srv, &f.id), sha256(b"hello\n"), "{name}");
+    }
+    let w = remote_file(&srv, None, "open_w.txt");
+    assert_eq!(w.description.as_deref(), Some("set while open"));
+    // Nothing renamed, nothing left over: the originals and their copies only.
+    let names: Vec<String> = srv.remote_files(None).iter().map(file_name_of).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names.iter().all(|n| !n.contains('~')), "{names:?}");
+}

@@ -174,14 +174,42 @@ impl MediaFs {
         xattr::get(&inode.entry, name)
     }
 
+    /// Sets a writable service field. A file being written keeps it in its upload target
+    /// too, so the Create File call sends it (and an overwrite carries it).
     pub async fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8]) -> Result<()> {
         self.check_writable()?;
-        let update = xattr::update(name, value)?;
-        let id = match self.sb.lock().get(ino).map(|i| i.entry.clone()) {
-            Some(Entry::File(f)) => f.id,
-            Some(Entry::Local { .. }) => return Err(err!(libc::EAGAIN, "file not uploaded yet")),
-            Some(_) => return Err(err!(libc::ENOTSUP, "folders have no writable attributes")),
-            None => return Err(err!(libc::ENOENT, "unknown inode {ino}")),
+        let (entry, staged) = {
+            let ns = self.sb.lock();
+            let inode = ns
+                .get(ino)
+                .ok_or_else(|| err!(libc::ENOENT, "unknown inode {ino}"))?;
+            (inode.entry.clone(), inode.staged.clone())
+        };
+        let Some(update) = xattr::update(&entry, name, value)? else {
+            return Ok(()); // already so
+        };
+        if entry.is_dir() {
+            return Err(err!(libc::ENOTSUP, "folders have no writable attributes"));
+        }
+        if let Some(s) = &staged {
+            if update.title.is_some() {
+                return Err(err!(
+                    libc::EAGAIN,
+                    "file open for writing: rename it instead"
+                ));
+            }
+            let mut t = s.target();
+            let c = &mut t.carry;
+            c.description = update.description.clone().or(c.description.take());
+            c.alt_text = update.alt_text.clone().or(c.alt_text.take());
+            c.is_favorite = update.is_favorite.or(c.is_favorite);
+            c.is_private = update.is_private.or(c.is_private);
+            c.sort_order = update.sort_order.or(c.sort_order);
+            s.retarget(t)?;
+        }
+        let id = match entry {
+            Entry::File(f) => f.id,
+            _ => return Ok(()), // not uploaded yet: sent with Create File
         };
         let file = self
             .sb

@@ -304,7 +304,15 @@ async fn xattrs_show_and_update_service_fields() {
     f.mock.add_file(None, "pic.png", b"png");
     let ino = f.fs.lookup(ROOT_INO, os("pic.png")).await.unwrap().ino;
     let list = String::from_utf8(f.fs.listxattr(ino).unwrap()).unwrap();
-    assert!(list.contains("user.mediafs.id\0"), "{list:?}");
+    assert!(
+        !list.contains("user.mediafs.id\0"),
+        "id is read by name: {list:?}"
+    );
+    assert!(!f
+        .fs
+        .getxattr(ino, os("user.mediafs.id"))
+        .unwrap()
+        .is_empty());
     assert_eq!(
         f.fs.getxattr(ino, os("user.mediafs.mime_type")).unwrap(),
         b"image/png"
