@@ -384,3 +384,61 @@ PY
     assert_eq!(names.len(), 8, "{names:?}");
     assert!(names.iter().all(|n| !n.contains('~')), "{names:?}");
 }
+
+/// The plain name belongs to this mount's last word: an overwrite and an `mv` onto a
+/// name whose old copy cannot be deleted (injected fault) show the new content under the
+/// plain name, and end with one remote file once the fault clears.
+#[test]
+fn replaced_files_whose_delete_fails_are_hidden_and_deleted_later() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(
+        &srv,
+        &[
+            "--upload-retry-secs",
+            "1",
+            "--dir-ttl",
+            "0",
+            "--attr-ttl",
+            "0",
+        ],
+    );
+    sh(m.path(), "echo old > over.txt; echo old > final.txt");
+    srv.set_faults(serde_json::json!({
+        "errorRate": 1.0,
+        "route": "DELETE /api/v1/media-manager/files/{id}"
+    }));
+    let out = sh(
+        m.path(),
+        "echo new > over.txt; echo new > .final.tmp; mv .final.tmp final.txt; \
+         cat over.txt final.txt; ls -a",
+    );
+    assert_eq!(
+        out.lines().take(2).collect::<Vec<_>>(),
+        ["new", "new"],
+        "{out}"
+    );
+    assert!(!out.contains('~'), "no duplicate shown: {out}");
+    assert!(
+        remote_files_named(&srv, None, "final.txt").len() >= 2,
+        "the old copy lingers"
+    );
+    srv.clear_faults();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            remote_files_named(&srv, None, "final.txt").len() == 1
+                && remote_files_named(&srv, None, "over.txt").len() == 1
+        }),
+        "the deletes are retried until done"
+    );
+    for n in ["over.txt", "final.txt"] {
+        let f = remote_file(&srv, None, n);
+        assert_eq!(remote_sha256(&srv, &f.id), sha256(b"new\n"), "{n}");
+    }
+    assert!(std::fs::read_dir(m.cache_dir.join("deletes"))
+        .unwrap()
+        .next()
+        .is_none());
+}

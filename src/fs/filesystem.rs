@@ -150,10 +150,15 @@ impl MediaFs {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<()> {
-        self.check_writable()?;
-        self.sb
+        let uploader = self.files.check_writable()?.clone();
+        let leftover = self
+            .sb
             .rename(parent, name, new_parent, new_name, flags)
-            .await
+            .await?;
+        if let Some(id) = leftover {
+            uploader.retry_delete(id);
+        }
+        Ok(())
     }
 
     // ----- extended attributes ----------------------------------------------------------

@@ -577,7 +577,8 @@ impl Superblock {
     }
 
     /// rename(2). Onto an existing entry: move first, then delete the old target, so
-    /// there is never a moment where neither exists.
+    /// there is never a moment where neither exists. Returns the id of a replaced file
+    /// whose delete failed (recorded and hidden; the caller retries it).
     pub async fn rename(
         &self,
         parent: Ino,
@@ -585,7 +586,7 @@ impl Superblock {
         new_parent: Ino,
         new_name: &OsStr,
         flags: u32,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(err!(libc::EINVAL, "RENAME_EXCHANGE is not supported"));
         }
@@ -597,7 +598,7 @@ impl Superblock {
         let plan = loop {
             match self.plan_rename(parent, name, new_parent, new_name, flags, listed)? {
                 Planned::Go(plan) => break *plan,
-                Planned::Nothing => return Ok(()),
+                Planned::Nothing => return Ok(None),
                 Planned::List(dir) => {
                     self.ensure_listing(dir).await?;
                     listed = true;
@@ -665,10 +666,12 @@ impl Superblock {
             t.name = new_remote.clone();
             s.retarget(t)?;
         }
+        let mut leftover = None;
         if let Some((entry, staged)) = target {
             if let Some(s) = staged {
                 s.discard();
             }
+            let replaced_file = entry.id().filter(|_| !entry.is_dir()).map(str::to_string);
             let result = match entry {
                 Entry::Folder(f) => self.client.delete_folder(&f.id).await,
                 Entry::File(f) => {
@@ -679,9 +682,22 @@ impl Superblock {
             };
             if let Err(e) = result {
                 if e.kind != ApiErrorKind::NotFound {
-                    // The move succeeded; the replaced entry lingers as a duplicate.
                     warn!(error = %e, "rename: could not delete the replaced {new_name:?}");
-                    self.lock().invalidate(new_parent);
+                    match replaced_file {
+                        // Recorded and hidden: the plain name shows what was moved there;
+                        // the caller retries the delete until it is done.
+                        Some(id) => {
+                            if let Some(d) = &self.deletes {
+                                if let Err(e) = d.record(&id) {
+                                    warn!("could not record the delete of {id}: {e}");
+                                }
+                            }
+                            self.readers.hide(&id);
+                            leftover = Some(id);
+                        }
+                        // A folder lingers as a duplicate.
+                        None => self.lock().invalidate(new_parent),
+                    }
                 }
             }
         }
@@ -690,7 +706,7 @@ impl Superblock {
             self.dir_changed(new_parent);
         }
         info!(from = ?name, to = ?new_name, "renamed");
-        Ok(())
+        Ok(leftover)
     }
 
     /// Resolves and checks a rename under one lock. `listed`: the target directory's

@@ -591,7 +591,35 @@ impl Uploader {
             }
             return;
         }
-        self.delete_replaced_inner(old, name).await;
+        // Recorded first: a crash or a failure leaves the record, and the next mount (or
+        // the retry below) finishes the delete. Meanwhile listings hide the old copy, so
+        // the plain name shows the new one.
+        if let Err(e) = self.deletes.record(old) {
+            tracing::warn!("could not record the delete of the old {name:?}: {e}");
+        }
+        if self.delete_replaced_inner(old, name).await {
+            self.deletes.done(old);
+        } else {
+            self.retry_delete(old.to_string());
+        }
+    }
+
+    /// A replaced file whose delete failed: hidden from listings, deleted in the
+    /// background (every `upload_retry_for`) until it is gone. Its record stays until then.
+    pub fn retry_delete(&self, id: String) {
+        self.readers.hide(&id);
+        let Some(me) = self.me.upgrade() else { return };
+        let task = self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(me.config.upload_retry_for).await;
+                if me.delete_replaced_inner(&id, &id).await {
+                    me.deletes.done(&id);
+                    me.readers.unhide(&id);
+                    return;
+                }
+            }
+        });
+        lock(&self.tasks).push(task.abort_handle());
     }
 
     /// True once `old` is gone from the service.
