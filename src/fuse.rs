@@ -17,7 +17,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{event, Instrument, Level};
 
-use crate::fs::attr::{Attr, Kind};
+use crate::fs::attr::{Attr, Caller, Change, Kind, SetTime};
 use crate::fs::error::Error;
 use crate::fs::filesystem::MediaFs;
 
@@ -48,7 +48,7 @@ fn to_file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.crtime,
@@ -166,14 +166,14 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -183,8 +183,26 @@ impl Filesystem for FuseFs {
         reply: ReplyAttr,
     ) {
         let (fs, ttl) = (self.fs.clone(), self.ttl);
+        let time = |t: TimeOrNow| match t {
+            TimeOrNow::Now => SetTime::Now,
+            TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        };
+        let change = Change {
+            mode,
+            uid,
+            gid,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+        };
+        let caller = Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
         self.spawn("setattr", ino.0, async move {
-            match fs.setattr(ino.0, fh.map(|f| f.0), size).await {
+            match fs
+                .setattr(ino.0, fh.map(|f| f.0), size, &change, caller)
+                .await
+            {
                 Ok(a) => reply.attr(&ttl, &to_file_attr(&a)),
                 Err(e) => reply_err!(reply, "setattr", e),
             }

@@ -631,6 +631,7 @@ fn core_config(args: &MountArgs, cache_dir: &Path, cache_bytes: u64) -> CoreConf
             dir_mode: args.dir_mode,
             dir_ttl: Duration::from_secs(args.dir_ttl),
             read_only: args.read_only,
+            attrs_db: Some(cache_dir.join("attrs.db")),
         },
         read: ReadConfig::with_cache_bytes(cache_bytes),
         write,

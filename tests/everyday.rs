@@ -8,6 +8,8 @@ mod write_support;
 use common::*;
 use write_support::*;
 
+use std::time::Duration;
+
 /// Names over 255 bytes: ENAMETOOLONG from mkdir, creat, rename and stat, as on a local
 /// disk, and nothing reaches the service.
 #[test]
@@ -58,4 +60,385 @@ PY
     assert!(srv.remote_folders(None).iter().all(|f| f.name.len() <= 255));
     assert_eq!(srv.route_calls("PATCH /api/v1/media-manager/files/{id}"), 0);
     assert_eq!(srv.route_calls("POST /api/v1/media-manager/folders"), 0);
+}
+
+/// Local attributes: `rsync -a` of an unchanged tree transfers nothing the second time,
+/// also after a remount on the same cache dir; `cp -p`, `touch -d`, `tar x` keep times;
+/// `chmod` survives a remount. The service sees no upload on the second rsync.
+#[test]
+fn rsync_twice_transfers_nothing_and_attributes_survive_remount() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &[]);
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    sh(
+        local.path(),
+        r#"
+        mkdir -p src/a src/b
+        for i in $(seq 1 200); do
+            d=a; [ $((i % 2)) = 0 ] && d=b
+            printf 'file %s\n' "$i" > "src/$d/f$i.txt"
+            touch -d "2020-01-01 00:00:$((i % 60))" "src/$d/f$i.txt"
+        done
+        touch -d '2019-05-06 07:08:09' src/a src/b
+        "#,
+    );
+    let rsync = |m: &Mount| {
+        sh(
+            local.path(),
+            &format!(
+                "rsync -a --stats {}/ {}/tree/",
+                src.display(),
+                m.path().display()
+            ),
+        )
+    };
+    let first = rsync(&m);
+    assert!(
+        first.contains("Number of regular files transferred: 200"),
+        "{first}"
+    );
+    let uploads = || srv.route_calls("POST /api/v1/media-manager/files");
+    let after_first = uploads();
+    let second = rsync(&m);
+    assert!(
+        second.contains("Number of regular files transferred: 0"),
+        "{second}"
+    );
+    assert_eq!(uploads(), after_first, "nothing uploaded the second time");
+
+    // cp -p, touch -d, chmod, tar x through the mount.
+    sh(
+        m.path(),
+        &format!(
+            r#"
+        cp -p {src}/a/f1.txt kept.txt
+        echo hi > touched.txt
+        touch -d '2001-02-03 04:05:06' touched.txt
+        echo secret > private.txt
+        chmod 600 private.txt
+        mkdir t && cd {src} && tar cf {tar} a && cd - && tar xf {tar} -C t
+        "#,
+            src = src.display(),
+            tar = local.path().join("a.tar").display()
+        ),
+    );
+    let stat = |m: &Mount, f: &str| sh(m.path(), &format!("stat -c '%Y %a' {f}"));
+    let want_kept = sh(&src, "stat -c %Y a/f1.txt");
+    let want_tar = sh(&src, "stat -c %Y a/f3.txt");
+    let check = |m: &Mount| {
+        assert_eq!(
+            stat(m, "kept.txt").split(' ').next().unwrap(),
+            want_kept.trim()
+        );
+        let touched: i64 = stat(m, "touched.txt")
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let want: i64 = sh(m.path(), "date -d '2001-02-03 04:05:06' +%s")
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(touched, want, "touch -d keeps the time");
+        assert_eq!(stat(m, "private.txt").trim().split(' ').nth(1), Some("600"));
+        assert_eq!(
+            stat(m, "t/a/f3.txt").split(' ').next().unwrap(),
+            want_tar.trim(),
+            "tar x keeps mtimes"
+        );
+        assert_eq!(
+            stat(m, "tree/a").split(' ').next().unwrap(),
+            sh(&src, "stat -c %Y a").trim(),
+            "directory times too"
+        );
+    };
+    check(&m);
+
+    // Unmount and remount on the same cache dir: everything is still there.
+    m.unmount();
+    m.remount();
+    check(&m);
+    let before = uploads();
+    let third = rsync(&m);
+    assert!(
+        third.contains("Number of regular files transferred: 0"),
+        "{third}"
+    );
+    assert_eq!(uploads(), before);
+    // The bytes on the service are the tree's.
+    let tree = remote_folder(&srv, None, "tree");
+    let a = remote_folder(&srv, Some(&tree.id), "a");
+    let f1 = remote_file(&srv, Some(&a.id), "f1.txt");
+    assert_eq!(
+        remote_sha256(&srv, &f1.id),
+        sha256_file(&src.join("a/f1.txt"))
+    );
+    assert_eq!(srv.remote_files(Some(&a.id)).len(), 100, "no leftovers");
+    // Private: the database is the owner's only.
+    let mode = sh(&m.cache_dir, "stat -c %a attrs.db");
+    assert_eq!(mode.trim(), "600");
+}
+
+/// Directory times and link counts: a directory's mtime and ctime move when entries are
+/// created, removed or renamed in it through the mount (and stay after a remount); its
+/// nlink is 2 + its subdirectories; the root shows a recent time, not 1970.
+#[test]
+fn directory_times_move_with_their_entries_and_nlink_counts_subdirectories() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    // No kernel attribute cache: each stat asks the mount (the count after a listing).
+    let mut m = Mount::new(&srv, &["--attr-ttl", "0"]);
+    let out = sh(
+        m.path(),
+        r#"
+        st() { stat -c '%y|%z|%h' "$1"; }
+        mkdir d e
+        touch -d '2001-01-01' d e
+        a=$(st d); mkdir d/sub1 d/sub2; b=$(st d)
+        touch d/f; c=$(st d)
+        rm d/f; dd=$(st d)
+        touch d/g; e0=$(st e); g0=$(st d)
+        mv d/g e/g; g1=$(st d); e1=$(st e)
+        rmdir d/sub2; h=$(st d)
+        echo "a=$a"; echo "b=$b"; echo "c=$c"; echo "d=$dd"; echo "g0=$g0"; echo "g1=$g1"
+        echo "e0=$e0"; echo "e1=$e1"; echo "h=$h"
+        echo "root=$(stat -c %Y .)"; echo "now=$(date +%s)"
+        "#,
+    );
+    let field = |k: &str| -> Vec<String> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {out}"))
+            .split('|')
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(field("a")[0].starts_with("2001-01-01"), "{out}");
+    assert_eq!(field("a")[2], "2", "no subdirectories: {out}");
+    assert_eq!(field("b")[2], "4", "two subdirectories: {out}");
+    // Each change moves mtime and ctime forward (timestamps with nanoseconds).
+    for (before, after) in [
+        ("a", "b"),
+        ("b", "c"),
+        ("c", "d"),
+        ("g0", "g1"),
+        ("e0", "e1"),
+    ] {
+        let (x, y) = (field(before), field(after));
+        assert!(y[0] > x[0], "mtime {before} -> {after}: {out}");
+        assert!(y[1] > x[1], "ctime {before} -> {after}: {out}");
+    }
+    assert_eq!(field("h")[2], "3", "rmdir: {out}");
+    let num = |k: &str| -> i64 { field(k)[0].trim().parse().unwrap() };
+    assert!(
+        num("root") > num("now") - 3600,
+        "root time is recent: {out}"
+    );
+    // Kept after a remount (same cache dir).
+    let before = sh(m.path(), "stat -c '%Y %h' d");
+    m.unmount();
+    m.remount();
+    // nlink is counted from the listing: a directory not listed yet shows 1 ("not
+    // counted", as find expects), then the count.
+    assert_eq!(sh(m.path(), "ls d >/dev/null; stat -c '%Y %h' d"), before);
+    assert_eq!(srv.remote_folders(None).len(), 2, "d and e on the service");
+}
+
+/// An unlinked open file: `cat` keeps reading it through the open descriptor, `fstat`
+/// says nlink 0, the name is gone at once, and the service deletes it after the last
+/// close. After a crash in between, the next mount hides it and finishes the delete.
+#[test]
+fn unlinked_open_files_stay_readable_until_closed() {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &["--attr-ttl", "0"]);
+    let sha = write_random_file(&m.p("f.bin"), 3 << 20, 9);
+    let out = sh(
+        m.path(),
+        r#"
+        exec 3<f.bin
+        rm f.bin
+        ls
+        cat <&3 | sha256sum
+        python3 -c 'import os; print("nlink", os.fstat(3).st_nlink)'
+        "#,
+    );
+    assert!(out.contains(&sha), "read after rm: {out}");
+    assert!(out.contains("nlink 0"), "{out}");
+    assert!(!out.contains("f.bin"), "name gone at once: {out}");
+    assert!(
+        wait_until(Duration::from_secs(20), || srv
+            .remote_files(None)
+            .is_empty()),
+        "deleted after the last close"
+    );
+
+    // Held open while the service is checked, then a crash before the close.
+    let sha = write_random_file(&m.p("g.bin"), 1 << 20, 10);
+    let id = remote_file(&srv, None, "g.bin").id;
+    let mut held = std::fs::File::open(m.p("g.bin")).unwrap();
+    std::fs::remove_file(m.p("g.bin")).unwrap();
+    assert!(!m.p("g.bin").exists());
+    assert_eq!(held.metadata().unwrap().nlink(), 0);
+    assert!(remote_get(&srv, &id).is_some(), "kept for the reader");
+    let mut bytes = Vec::new();
+    held.read_to_end(&mut bytes).unwrap();
+    assert_eq!(sha256(&bytes), sha);
+    m.kill();
+    drop(held);
+    assert!(remote_get(&srv, &id).is_some(), "the crash left it");
+    m.remount();
+    let listed = sh(m.path(), "ls -a");
+    assert!(!listed.contains("g.bin"), "not resurrected: {listed}");
+    assert!(
+        wait_until(Duration::from_secs(20), || remote_get(&srv, &id).is_none()),
+        "the next mount deletes it"
+    );
+    assert!(std::fs::read_dir(m.cache_dir.join("deletes"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+/// Copy tools with extended attributes: `shutil.copy2`, `cp -a`, `cp --preserve=all`,
+/// `rsync -aX` exit 0 inside the mount and from the mount to a local disk and back, each
+/// copy keeps the name it was given, and the writable service fields travel with it,
+/// also when set while the file is still open for writing.
+#[test]
+fn copy_tools_keep_names_and_service_fields() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    let local = tempfile::tempdir().unwrap();
+    sh(
+        m.path(),
+        r#"
+        echo hello > hello.txt
+        setfattr -n user.mediafs.description -v 'a greeting' hello.txt
+        setfattr -n user.mediafs.alt_text -v 'hi' hello.txt
+        setfattr -n user.mediafs.is_favorite -v true hello.txt
+        "#,
+    );
+    let out = sh(
+        m.path(),
+        &format!(
+            r#"
+        set -e
+        python3 -c 'import shutil; shutil.copy2("hello.txt", "hello_copy.txt")'
+        cp -a hello.txt a_copy.txt
+        cp --preserve=all hello.txt p_copy.txt
+        rsync -aX hello.txt r_copy.txt
+        cp -a hello.txt {l}/out_cp.txt
+        rsync -aX hello.txt {l}/out_rsync.txt
+        cp -a {l}/out_cp.txt back_cp.txt
+        rsync -aX {l}/out_rsync.txt back_rsync.txt
+        python3 - <<'PY'
+import os
+with open("open_w.txt", "w") as f:
+    f.write("being written")
+    f.flush()
+    os.setxattr(f.fileno(), "user.mediafs.description", b"set while open")
+PY
+        getfattr -n user.mediafs.id --only-values hello.txt; echo
+        getfattr -d hello.txt
+        ls
+        "#,
+            l = local.path().display()
+        ),
+    );
+    let hello = remote_file(&srv, None, "hello.txt");
+    assert!(out.contains(&hello.id), "id readable by name: {out}");
+    assert!(!out.contains("user.mediafs.id="), "id not listed: {out}");
+    for name in [
+        "hello_copy.txt",
+        "a_copy.txt",
+        "p_copy.txt",
+        "r_copy.txt",
+        "back_cp.txt",
+        "back_rsync.txt",
+    ] {
+        let f = remote_file(&srv, None, name);
+        assert_eq!(file_name_of(&f), name);
+        assert_eq!(f.description.as_deref(), Some("a greeting"), "{name}");
+        assert_eq!(f.alt_text.as_deref(), Some("hi"), "{name}");
+        assert_eq!(f.is_favorite, Some(true), "{name}");
+        assert_eq!(remote_sha256(&srv, &f.id), sha256(b"hello\n"), "{name}");
+    }
+    let w = remote_file(&srv, None, "open_w.txt");
+    assert_eq!(w.description.as_deref(), Some("set while open"));
+    // Nothing renamed, nothing left over: the originals and their copies only.
+    let names: Vec<String> = srv.remote_files(None).iter().map(file_name_of).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names.iter().all(|n| !n.contains('~')), "{names:?}");
+}
+
+/// The plain name belongs to this mount's last word: an overwrite and an `mv` onto a
+/// name whose old copy cannot be deleted (injected fault) show the new content under the
+/// plain name, and end with one remote file once the fault clears.
+#[test]
+fn replaced_files_whose_delete_fails_are_hidden_and_deleted_later() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(
+        &srv,
+        &[
+            "--upload-retry-secs",
+            "1",
+            "--dir-ttl",
+            "0",
+            "--attr-ttl",
+            "0",
+        ],
+    );
+    sh(m.path(), "echo old > over.txt; echo old > final.txt");
+    srv.set_faults(serde_json::json!({
+        "errorRate": 1.0,
+        "route": "DELETE /api/v1/media-manager/files/{id}"
+    }));
+    let out = sh(
+        m.path(),
+        "echo new > over.txt; echo new > .final.tmp; mv .final.tmp final.txt; \
+         cat over.txt final.txt; ls -a",
+    );
+    assert_eq!(
+        out.lines().take(2).collect::<Vec<_>>(),
+        ["new", "new"],
+        "{out}"
+    );
+    assert!(!out.contains('~'), "no duplicate shown: {out}");
+    assert!(
+        remote_files_named(&srv, None, "final.txt").len() >= 2,
+        "the old copy lingers"
+    );
+    srv.clear_faults();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            remote_files_named(&srv, None, "final.txt").len() == 1
+                && remote_files_named(&srv, None, "over.txt").len() == 1
+        }),
+        "the deletes are retried until done"
+    );
+    for n in ["over.txt", "final.txt"] {
+        let f = remote_file(&srv, None, n);
+        assert_eq!(remote_sha256(&srv, &f.id), sha256(b"new\n"), "{n}");
+    }
+    assert!(std::fs::read_dir(m.cache_dir.join("deletes"))
+        .unwrap()
+        .next()
+        .is_none());
 }

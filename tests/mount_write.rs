@@ -470,7 +470,7 @@ fn setfattr_description_round_trips_through_the_api() {
     );
     let f = remote_file(&srv, None, "photo.jpg");
     assert_eq!(f.description.as_deref(), Some("a red boat, 1999"));
-    let listed = sh(m.path(), "getfattr -d -m - photo.jpg");
+    let listed = sh(m.path(), "getfattr -n user.mediafs.id photo.jpg");
     assert!(listed.contains("user.mediafs.id"), "{listed}");
     assert!(listed.contains(&f.id), "{listed}");
 

@@ -5,11 +5,13 @@
 use std::sync::{Arc, Weak};
 
 use crate::api::MediaClient;
+use crate::err;
 use crate::fs::config::CoreConfig;
 use crate::fs::error::Result;
 use crate::fs::files::OpenFiles;
 use crate::fs::filesystem::MediaFs;
 use crate::fs::handles::Handles;
+use crate::fs::local_attrs::LocalAttrs;
 use crate::fs::read::Reader;
 use crate::fs::readers::OpenReaders;
 use crate::fs::superblock::Superblock;
@@ -33,11 +35,20 @@ impl Core {
             _ => None,
         };
         let landed = uploader.as_ref().and_then(|u| u.take_landed());
+        // A read-only mount shows what a writable one stored, but creates nothing.
+        let attrs = match &config.fs.attrs_db {
+            Some(p) if !config.fs.read_only || p.exists() => {
+                Some(LocalAttrs::open(p).map_err(|e| err!(Io, "local attributes: {e:#}"))?)
+            }
+            _ => None,
+        };
         let sb = Arc::new(Superblock::new(
             client,
             reader.clone(),
             readers.clone(),
             config.fs,
+            attrs,
+            uploader.as_ref().map(|u| u.deletes()),
         ));
         let files = Arc::new(OpenFiles::new(
             sb.clone(),

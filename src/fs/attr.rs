@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use crate::fs::config::FsConfig;
 use crate::fs::entry::Entry;
+use crate::fs::local_attrs::Stored;
 use crate::fs::namespace::{Ino, Inode};
 
 /// Block size reported by `stat` and `statfs`.
@@ -22,6 +23,7 @@ pub struct Attr {
     pub ino: Ino,
     pub kind: Kind,
     pub size: u64,
+    pub atime: SystemTime,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
     pub crtime: SystemTime,
@@ -50,9 +52,54 @@ pub struct FsStats {
     pub namelen: u32,
 }
 
-/// The attributes of `inode`. A file being written shows its staged size, and "now" as
-/// mtime while it has changes not uploaded.
-pub fn of(inode: &Inode, c: &FsConfig) -> Attr {
+/// A time `utimens` sets.
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    Now,
+    At(SystemTime),
+}
+
+impl SetTime {
+    pub fn resolve(self) -> SystemTime {
+        match self {
+            SetTime::Now => SystemTime::now(),
+            SetTime::At(t) => t,
+        }
+    }
+}
+
+/// What `chmod`, `chown` and `utimens` ask to change (`None`: unchanged).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Change {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+}
+
+/// Who asks (the FUSE request's credentials).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The attributes of `inode`, with the locally `stored` ones (see
+/// [`crate::fs::local_attrs`]) on top of the service's. A file with changes not uploaded
+/// shows "now" as mtime and ctime unless a time was set after its last write. `nlink`
+/// comes from the namespace.
+pub fn of(inode: &Inode, c: &FsConfig, stored: &Stored, nlink: u32) -> Attr {
     let (kind, size, mtime, crtime) = match &inode.entry {
         Entry::Root => (
             Kind::Dir,
@@ -65,26 +112,31 @@ pub fn of(inode: &Inode, c: &FsConfig) -> Attr {
         Entry::Local { created, .. } => (Kind::File, 0, *created, *created),
     };
     let size = inode.staged.as_ref().map_or(size, |s| s.len());
-    let mtime = if inode.staged.as_ref().is_some_and(|s| s.is_dirty()) {
+    let dirty = inode.staged.as_ref().is_some_and(|s| s.is_dirty());
+    let service_mtime = if dirty { SystemTime::now() } else { mtime };
+    let mtime = stored.mtime.unwrap_or(service_mtime);
+    let ctime = if dirty {
         SystemTime::now()
     } else {
-        mtime
+        stored.ctime.unwrap_or(service_mtime)
+    };
+    let default_perm = if kind == Kind::Dir {
+        c.dir_mode
+    } else {
+        c.file_mode
     };
     Attr {
         ino: inode.ino,
         kind,
         size,
+        atime: stored.atime.unwrap_or(mtime),
         mtime,
-        ctime: mtime,
+        ctime,
         crtime,
-        perm: if kind == Kind::Dir {
-            c.dir_mode
-        } else {
-            c.file_mode
-        },
-        nlink: if kind == Kind::Dir { 2 } else { 1 },
-        uid: c.uid,
-        gid: c.gid,
+        perm: stored.mode.map_or(default_perm, |m| (m & 0o7777) as u16),
+        nlink,
+        uid: stored.uid.unwrap_or(c.uid),
+        gid: stored.gid.unwrap_or(c.gid),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Settings of the filesystem core, one struct per layer (built from the mount flags in
 //! one place, `mount::core_config`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::fs::read::ReadConfig;
@@ -16,6 +17,9 @@ pub struct FsConfig {
     /// How long a directory listing is trusted before it is fetched again.
     pub dir_ttl: Duration,
     pub read_only: bool,
+    /// The database of local attributes (`chmod`, `chown`, `utimens`): opened by a
+    /// writable mount, and by a read-only one if it exists. `None`: kept in memory only.
+    pub attrs_db: Option<PathBuf>,
 }
 
 impl Default for FsConfig {
@@ -27,6 +31,7 @@ impl Default for FsConfig {
             dir_mode: 0o755,
             dir_ttl: Duration::from_secs(30),
             read_only: false,
+            attrs_db: None,
         }
     }
 }

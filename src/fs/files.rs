@@ -10,7 +10,7 @@ use tracing::warn;
 
 use crate::api::ApiErrorKind;
 use crate::err;
-use crate::fs::attr::Attr;
+use crate::fs::attr::{Attr, Caller, Change};
 use crate::fs::config::FsConfig;
 use crate::fs::entry::Entry;
 use crate::fs::error::{Error, Result};
@@ -224,8 +224,10 @@ impl OpenFiles {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
-        let (_, staged) = self.handles.writer(fh)?;
-        staged.write_at(offset, data)
+        let (ino, staged) = self.handles.writer(fh)?;
+        let n = staged.write_at(offset, data)?;
+        self.sb.wrote(ino);
+        Ok(n)
     }
 
     pub async fn create(&self, parent: Ino, name: &OsStr, flags: i32) -> Result<(Attr, Opened)> {
@@ -276,15 +278,15 @@ impl OpenFiles {
         let uploader = self.check_writable()?;
         let replaced = staged.target().replaces;
         let file = uploader.commit(staged).await?;
-        if let Some(old) = replaced {
-            if old != file.id {
-                self.reader.invalidate(&old);
+        if let Some(old) = &replaced {
+            if *old != file.id {
+                self.reader.invalidate(old);
             }
         }
         if let Some(url) = file.url() {
             self.reader.offer_url(&file.id, url);
         }
-        self.sb.set_file(ino, file);
+        self.sb.uploaded(ino, replaced.as_deref(), file);
         Ok(())
     }
 
@@ -334,8 +336,15 @@ impl OpenFiles {
         }
     }
 
-    /// Only the size is stored; mode, owner and times are accepted without effect.
-    pub async fn setattr(&self, ino: Ino, fh: Option<u64>, size: Option<u64>) -> Result<Attr> {
+    /// truncate, then chmod/chown/utimens (kept as local attributes).
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        change: &Change,
+        caller: Caller,
+    ) -> Result<Attr> {
         if let Some(size) = size {
             let uploader = self.check_writable()?.clone();
             match fh.and_then(|fh| self.handles.writer(fh).ok()) {
@@ -351,7 +360,10 @@ impl OpenFiles {
                 }
             }
         }
-        self.sb.attr(ino)
+        if !change.is_empty() {
+            self.check_writable()?;
+        }
+        self.sb.set_attrs(ino, change, caller)
     }
 
     /// A new directory handle over a snapshot of the entries.

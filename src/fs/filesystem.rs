@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::err;
-use crate::fs::attr::{self, Attr, DirEntry, FsStats};
+use crate::fs::attr::{self, Attr, Caller, Change, DirEntry, FsStats};
 use crate::fs::entry::Entry;
 use crate::fs::error::{Error, Result};
 use crate::fs::files::{OpenFiles, Opened};
@@ -80,9 +80,16 @@ impl MediaFs {
         self.sb.attr(ino)
     }
 
-    /// Only the size is stored; mode, owner and times are accepted without effect.
-    pub async fn setattr(&self, ino: Ino, fh: Option<u64>, size: Option<u64>) -> Result<Attr> {
-        self.files.setattr(ino, fh, size).await
+    /// truncate (`size`), and chmod/chown/utimens (`change`), kept as local attributes.
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        change: &Change,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.files.setattr(ino, fh, size, change, caller).await
     }
 
     // ----- directories ----------------------------------------------------------------
@@ -154,10 +161,15 @@ impl MediaFs {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<()> {
-        self.check_writable()?;
-        self.sb
+        let uploader = self.files.check_writable()?.clone();
+        let leftover = self
+            .sb
             .rename(parent, name, new_parent, new_name, flags)
-            .await
+            .await?;
+        if let Some(id) = leftover {
+            uploader.retry_delete(id);
+        }
+        Ok(())
     }
 
     // ----- extended attributes ----------------------------------------------------------
@@ -178,14 +190,39 @@ impl MediaFs {
         xattr::get(&inode.entry, name)
     }
 
+    /// Sets a writable service field. A file being written keeps it in its upload target
+    /// too, so the Create File call sends it (and an overwrite carries it).
     pub async fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8]) -> Result<()> {
         self.check_writable()?;
-        let update = xattr::update(name, value)?;
-        let id = match self.sb.lock().get(ino).map(|i| i.entry.clone()) {
-            Some(Entry::File(f)) => f.id,
-            Some(Entry::Local { .. }) => return Err(err!(TryAgain, "file not uploaded yet")),
-            Some(_) => return Err(err!(NotSupported, "folders have no writable attributes")),
-            None => return Err(err!(NotFound, "unknown inode {ino}")),
+        let (entry, staged) = {
+            let ns = self.sb.lock();
+            let inode = ns
+                .get(ino)
+                .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
+            (inode.entry.clone(), inode.staged.clone())
+        };
+        let Some(update) = xattr::update(&entry, name, value)? else {
+            return Ok(()); // already so
+        };
+        if entry.is_dir() {
+            return Err(err!(NotSupported, "folders have no writable attributes"));
+        }
+        if let Some(s) = &staged {
+            if update.title.is_some() {
+                return Err(err!(TryAgain, "file open for writing: rename it instead"));
+            }
+            let mut t = s.target();
+            let c = &mut t.carry;
+            c.description = update.description.clone().or(c.description.take());
+            c.alt_text = update.alt_text.clone().or(c.alt_text.take());
+            c.is_favorite = update.is_favorite.or(c.is_favorite);
+            c.is_private = update.is_private.or(c.is_private);
+            c.sort_order = update.sort_order.or(c.sort_order);
+            s.retarget(t)?;
+        }
+        let id = match entry {
+            Entry::File(f) => f.id,
+            _ => return Ok(()), // not uploaded yet: sent with Create File
         };
         let file = self
             .sb

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fs::entry::{Entry, FileEntry, FolderEntry};
+use crate::fs::local_attrs::Stored;
 use crate::fs::names::{self, Candidate};
 use crate::fs::write::StagedFile;
 
@@ -43,6 +44,9 @@ pub struct Inode {
     pub staged: Option<Arc<StagedFile>>,
     /// Remote file id seen at the last open: the kernel page cache is kept while it is unchanged.
     pub last_open_id: Option<String>,
+    /// Local attributes set while the inode has no remote object to key them by (not
+    /// uploaded yet, or changes not uploaded): stored under the new id when it lands.
+    pub local: Stored,
     /// The kernel's lookup count: entries handed out by lookup, create, mkdir and
     /// readdirplus, minus those it forgot.
     lookups: u64,
@@ -60,6 +64,7 @@ impl Inode {
             refreshed: now,
             staged: None,
             last_open_id: None,
+            local: Stored::default(),
             lookups: 0,
             opens: 0,
         }
@@ -166,6 +171,19 @@ impl Namespace {
         v
     }
 
+    /// How many of `dir`'s entries are directories (`None` while it is not listed).
+    pub fn subdirs(&self, dir: Ino) -> Option<u32> {
+        self.dirs
+            .get(&dir)
+            .filter(|d| d.fetched.is_some() || !d.members.is_empty())
+            .map(|d| {
+                d.members
+                    .iter()
+                    .filter(|m| self.inodes.get(m).is_some_and(|i| i.entry.is_dir()))
+                    .count() as u32
+            })
+    }
+
     pub fn is_empty_dir(&self, dir: Ino) -> bool {
         self.dirs.get(&dir).is_none_or(|d| d.members.is_empty())
     }
@@ -254,6 +272,11 @@ impl Namespace {
         if !self.attached(ino) {
             self.drop_inode(ino);
         }
+    }
+
+    /// Whether `ino` still has a name (not unlinked or replaced while open).
+    pub fn is_linked(&self, ino: Ino) -> bool {
+        ino == ROOT_INO || (self.inodes.contains_key(&ino) && self.attached(ino))
     }
 
     /// Whether `ino` is an entry of its parent's listing.

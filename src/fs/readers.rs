@@ -1,5 +1,5 @@
-//! Open read handles per remote file id, and the replaced files whose delete waits for
-//! them: an overwritten file is deleted only once nobody reads the old version any more.
+//! Open read handles per remote file id, and the replaced or unlinked files whose delete
+//! waits for them: such a file is deleted only once nobody reads it any more.
 //!
 //! Shared by the handle table (which counts) and the write path (which defers deletes);
 //! one lock, so "is it open?" and "defer its delete" cannot race with the last close.
@@ -54,6 +54,16 @@ impl OpenReaders {
         } else {
             false
         }
+    }
+
+    /// `id` is to be deleted though nobody here reads it (a delete left by an earlier
+    /// run): listings hide it until [`Self::unhide`].
+    pub fn hide(&self, id: &str) {
+        self.lock().deferred.insert(id.to_string());
+    }
+
+    pub fn unhide(&self, id: &str) {
+        self.lock().deferred.remove(id);
     }
 
     /// Whether `id` is a replaced file kept only for its readers (listings hide it).

@@ -15,15 +15,16 @@ use tracing::{debug, info, warn};
 
 use crate::api::{ApiErrorKind, FileUpdate, FolderUpdate, MediaClient, MediaFile, Parent};
 use crate::err;
-use crate::fs::attr::{self, Attr, DirEntry};
+use crate::fs::attr::{self, Attr, Caller, Change, DirEntry};
 use crate::fs::config::FsConfig;
 use crate::fs::entry::{Entry, FileEntry, FolderEntry};
 use crate::fs::error::{Error, Result};
+use crate::fs::local_attrs::{LocalAttrs, Stored};
 use crate::fs::names;
-use crate::fs::namespace::{Ino, Namespace};
+use crate::fs::namespace::{Ino, Inode, Namespace};
 use crate::fs::read::Reader;
 use crate::fs::readers::OpenReaders;
-use crate::fs::write::{Landed, StagedFile};
+use crate::fs::write::{Deletes, Landed, StagedFile};
 
 pub struct Superblock {
     ns: Mutex<Namespace>,
@@ -33,6 +34,26 @@ pub struct Superblock {
     /// One listing at a time per directory: concurrent lookups wait for it instead of listing too.
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     config: FsConfig,
+    /// Mode, owner and times set on this machine, by remote id (`None`: memory only).
+    attrs: Option<LocalAttrs>,
+    /// The root's time until something changes in it (the service keeps none for it).
+    mounted: std::time::SystemTime,
+    /// Deletes deferred to the last reader, recorded durably (`None`: read-only).
+    deletes: Option<Arc<Deletes>>,
+}
+
+/// The key of an entry's local attributes: folders and files are separate id spaces.
+fn attr_key(e: &Entry) -> Option<String> {
+    match e {
+        Entry::Root => Some("root".into()),
+        Entry::Folder(f) => Some(format!("d:{}", f.id)),
+        Entry::File(f) => Some(format!("f:{}", f.id)),
+        Entry::Local { .. } => None,
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> Error {
+    err!(Io, "local attributes database: {e}")
 }
 
 /// What a rename does, decided under the lock.
@@ -64,6 +85,8 @@ impl Superblock {
         reader: Arc<Reader>,
         readers: Arc<OpenReaders>,
         config: FsConfig,
+        attrs: Option<LocalAttrs>,
+        deletes: Option<Arc<Deletes>>,
     ) -> Self {
         Superblock {
             ns: Mutex::new(Namespace::new()),
@@ -72,6 +95,9 @@ impl Superblock {
             readers,
             listing_locks: Mutex::new(HashMap::new()),
             config,
+            attrs,
+            mounted: std::time::SystemTime::now(),
+            deletes,
         }
     }
 
@@ -92,7 +118,165 @@ impl Superblock {
         let inode = ns
             .get(ino)
             .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
-        Ok(attr::of(inode, &self.config))
+        Ok(self.attr_of(&ns, inode))
+    }
+
+    /// What is stored locally for `inode`: the row of its remote object, with what is held
+    /// in memory on top. While it has changes not uploaded, a stored mtime is the old
+    /// version's and does not apply.
+    fn stored(&self, inode: &Inode) -> Stored {
+        let row = match (&self.attrs, attr_key(&inode.entry)) {
+            (Some(a), Some(k)) => a.get(&k),
+            _ => Stored::default(),
+        };
+        let mut s = row.merged(&inode.local);
+        if inode.staged.as_ref().is_some_and(|s| s.is_dirty()) {
+            s.mtime = inode.local.mtime;
+        }
+        if matches!(inode.entry, Entry::Root) {
+            s.mtime.get_or_insert(self.mounted);
+            s.ctime.get_or_insert(self.mounted);
+        }
+        s
+    }
+
+    pub fn attr_of(&self, ns: &Namespace, inode: &Inode) -> Attr {
+        let nlink = if inode.entry.is_dir() {
+            ns.subdirs(inode.ino).map_or(1, |n| 2u32.saturating_add(n))
+        } else if ns.is_linked(inode.ino) {
+            1
+        } else {
+            0 // unlinked while open
+        };
+        attr::of(inode, &self.config, &self.stored(inode), nlink)
+    }
+
+    /// An entry of `dir` was created, removed or renamed through the mount: its mtime and
+    /// ctime move to now, stored like a `touch` so they survive a remount.
+    pub fn dir_changed(&self, dir: Ino) {
+        let now = std::time::SystemTime::now();
+        let update = Stored {
+            mtime: Some(now),
+            ctime: Some(now),
+            ..Default::default()
+        };
+        let mut ns = self.lock();
+        let Some(inode) = ns.get_mut(dir) else { return };
+        match (&self.attrs, attr_key(&inode.entry)) {
+            (Some(a), Some(k)) => {
+                if let Err(e) = a.set(&k, &update) {
+                    warn!(error = %e, "could not store a directory's time");
+                }
+            }
+            _ => inode.local = inode.local.merged(&update),
+        }
+    }
+
+    /// chmod, chown, utimens: checked as a local disk does (the owner changes mode and
+    /// times, only root gives a file away), then stored under the remote id, or in memory
+    /// while the file has no remote version of its current bytes.
+    pub fn set_attrs(&self, ino: Ino, change: &Change, caller: Caller) -> Result<Attr> {
+        let mut ns = self.lock();
+        let inode = ns
+            .get(ino)
+            .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
+        if change.is_empty() {
+            return Ok(self.attr_of(&ns, inode));
+        }
+        let now = std::time::SystemTime::now();
+        let shown = self.attr_of(&ns, inode);
+        let root = caller.uid == 0;
+        let owner = root || caller.uid == shown.uid;
+        let explicit_time = matches!(change.atime, Some(attr::SetTime::At(_)))
+            || matches!(change.mtime, Some(attr::SetTime::At(_)));
+        if (change.mode.is_some() || explicit_time) && !owner {
+            return Err(err!(
+                NotPermitted,
+                "only the owner may change mode or times"
+            ));
+        }
+        if change.uid.is_some_and(|u| u != shown.uid) && !root {
+            return Err(err!(NotPermitted, "only root may change the owner"));
+        }
+        if change
+            .gid
+            .is_some_and(|g| g != shown.gid && !(root || (owner && g == caller.gid)))
+        {
+            return Err(err!(
+                NotPermitted,
+                "may not change the group to {:?}",
+                change.gid
+            ));
+        }
+        let update = Stored {
+            mode: change.mode.map(|m| m & 0o7777),
+            uid: change.uid,
+            gid: change.gid,
+            atime: change.atime.map(|t| t.resolve()),
+            mtime: change.mtime.map(|t| t.resolve()),
+            ctime: Some(now),
+        };
+        let dirty = inode.staged.as_ref().is_some_and(|s| s.is_dirty());
+        match (&self.attrs, attr_key(&inode.entry)) {
+            (Some(a), Some(k)) if !dirty => {
+                a.set(&k, &update).map_err(db_error)?;
+            }
+            _ => {
+                let inode = ns.get_mut(ino).expect("checked above");
+                inode.local = inode.local.merged(&update);
+            }
+        }
+        Ok(self.attr_of(&ns, ns.get(ino).expect("checked above")))
+    }
+
+    /// Bytes were written to `ino`: a time set before the write no longer holds.
+    pub fn wrote(&self, ino: Ino) {
+        if let Some(i) = self.lock().get_mut(ino) {
+            i.local.mtime = None;
+        }
+    }
+
+    /// An upload of `ino` landed as `file`, replacing `replaced`: its local attributes
+    /// move to the new id, with the time of the write as mtime unless one was set after it.
+    pub fn uploaded(&self, ino: Ino, replaced: Option<&str>, file: MediaFile) {
+        let mut ns = self.lock();
+        self.move_attrs(&mut ns, ino, replaced, &file.id);
+        ns.set_entry(ino, Entry::file(file));
+    }
+
+    fn move_attrs(&self, ns: &mut Namespace, ino: Ino, replaced: Option<&str>, new_id: &str) {
+        let new_key = format!("f:{new_id}");
+        if let (Some(a), Some(inode)) = (&self.attrs, ns.get_mut(ino)) {
+            let local = std::mem::take(&mut inode.local);
+            let old = replaced.filter(|o| *o != new_id).map(|o| format!("f:{o}"));
+            let carried = old.as_deref().map(|k| a.get(k)).unwrap_or_default();
+            if !carried.is_empty() || !local.is_empty() {
+                let now = std::time::SystemTime::now();
+                let fresh = Stored {
+                    mtime: Some(now),
+                    ctime: Some(now),
+                    ..Default::default()
+                };
+                let row = carried.merged(&fresh).merged(&local);
+                if let Err(e) = a.set(&new_key, &row) {
+                    warn!(error = %e, "could not store local attributes");
+                }
+            }
+            if let Some(k) = old {
+                if let Err(e) = a.remove(&k) {
+                    warn!(error = %e, "could not drop local attributes");
+                }
+            }
+        }
+    }
+
+    /// The remote object of `entry` is gone: so are its local attributes.
+    fn forget_attrs(&self, entry: &Entry) {
+        if let (Some(a), Some(k)) = (&self.attrs, attr_key(entry)) {
+            if let Err(e) = a.remove(&k) {
+                warn!(error = %e, "could not drop local attributes");
+            }
+        }
     }
 
     /// The remote folder id of directory `dir` (`None` = root).
@@ -203,7 +387,7 @@ impl Superblock {
             .child(parent, name)
             .ok_or_else(|| err!(NotFound, "no entry {name:?} in {parent}"))?;
         ns.remember(ino);
-        Ok(attr::of(ns.get(ino).expect("child exists"), &self.config))
+        Ok(self.attr_of(&ns, ns.get(ino).expect("child exists")))
     }
 
     /// The entries of `ino` with `.` and `..`, for an open directory.
@@ -214,24 +398,23 @@ impl Superblock {
             .get(ino)
             .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
         let parent = ns.get(me.parent).unwrap_or(me);
-        let c = &self.config;
         let mut v = vec![
             DirEntry {
                 ino,
                 name: ".".into(),
-                attr: attr::of(me, c),
+                attr: self.attr_of(&ns, me),
             },
             DirEntry {
                 ino: parent.ino,
                 name: "..".into(),
-                attr: attr::of(parent, c),
+                attr: self.attr_of(&ns, parent),
             },
         ];
         for child in ns.children(ino) {
             v.push(DirEntry {
                 ino: child.ino,
                 name: child.name.clone(),
-                attr: attr::of(child, c),
+                attr: self.attr_of(&ns, child),
             });
         }
         Ok(v)
@@ -269,6 +452,8 @@ impl Superblock {
                 .map(|i| i.ino)
         });
         if let Some(ino) = ino {
+            let replaced = landed.target.replaces.as_deref();
+            self.move_attrs(&mut ns, ino, replaced, &landed.file.id);
             ns.set_entry(ino, entry);
             ns.unstage(ino, &landed.staged);
         }
@@ -302,7 +487,10 @@ impl Superblock {
         // A new folder is empty: no need to list it.
         ns.apply_listing(ino, Vec::<FolderEntry>::new(), Vec::<FileEntry>::new());
         ns.remember(ino);
-        Ok(attr::of(ns.get(ino).expect("just inserted"), &self.config))
+        let a = self.attr_of(&ns, ns.get(ino).expect("just inserted"));
+        drop(ns);
+        self.dir_changed(parent);
+        Ok(a)
     }
 
     /// A file created through the mount, not uploaded yet; one kernel reference.
@@ -317,6 +505,8 @@ impl Superblock {
         );
         ns.get_mut(ino).expect("just inserted").staged = Some(staged);
         ns.remember(ino);
+        drop(ns);
+        self.dir_changed(parent);
         ino
     }
 
@@ -330,8 +520,21 @@ impl Superblock {
         };
         match entry {
             Entry::Root | Entry::Folder(_) => return Err(err!(IsDir, "{name:?} is a directory")),
-            Entry::File(f) => match self.client.delete_file(&f.id).await {
-                Ok(()) => self.reader.invalidate(&f.id),
+            // Still read through an open handle: the delete waits for the last close
+            // (recorded, so a crash in between does not bring the name back).
+            Entry::File(ref f) if self.readers.defer_delete_if_open(&f.id) => {
+                if let Some(d) = &self.deletes {
+                    if let Err(e) = d.record(&f.id) {
+                        warn!("could not record the deferred delete of {name:?}: {e}");
+                    }
+                }
+                self.forget_attrs(&entry);
+            }
+            Entry::File(ref f) => match self.client.delete_file(&f.id).await {
+                Ok(()) => {
+                    self.reader.invalidate(&f.id);
+                    self.forget_attrs(&entry);
+                }
                 Err(e) if e.kind == ApiErrorKind::NotFound => {}
                 Err(e) => return Err(Error::api(format!("unlink {name:?}"), e)),
             },
@@ -341,6 +544,7 @@ impl Superblock {
             s.discard();
         }
         self.lock().remove(ino);
+        self.dir_changed(parent);
         Ok(())
     }
 
@@ -357,7 +561,11 @@ impl Superblock {
             return Err(err!(NotEmpty, "{name:?} is not empty"));
         }
         match self.client.delete_folder(&id).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(e) = self.lock().get(ino).map(|i| i.entry.clone()) {
+                    self.forget_attrs(&e);
+                }
+            }
             Err(e) if e.kind == ApiErrorKind::NotFound => {}
             Err(e) => {
                 // Someone added something remotely: relist so the user sees it.
@@ -366,11 +574,13 @@ impl Superblock {
             }
         }
         self.lock().remove(ino);
+        self.dir_changed(parent);
         Ok(())
     }
 
     /// rename(2). Onto an existing entry: move first, then delete the old target, so
-    /// there is never a moment where neither exists.
+    /// there is never a moment where neither exists. Returns the id of a replaced file
+    /// whose delete failed (recorded and hidden; the caller retries it).
     pub async fn rename(
         &self,
         parent: Ino,
@@ -378,7 +588,7 @@ impl Superblock {
         new_parent: Ino,
         new_name: &OsStr,
         flags: u32,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(err!(Invalid, "RENAME_EXCHANGE is not supported"));
         }
@@ -390,7 +600,7 @@ impl Superblock {
         let plan = loop {
             match self.plan_rename(parent, name, new_parent, new_name, flags, listed)? {
                 Planned::Go(plan) => break *plan,
-                Planned::Nothing => return Ok(()),
+                Planned::Nothing => return Ok(None),
                 Planned::List(dir) => {
                     self.ensure_listing(dir).await?;
                     listed = true;
@@ -458,10 +668,12 @@ impl Superblock {
             t.name = new_remote.clone();
             s.retarget(t)?;
         }
+        let mut leftover = None;
         if let Some((entry, staged)) = target {
             if let Some(s) = staged {
                 s.discard();
             }
+            let replaced_file = entry.id().filter(|_| !entry.is_dir()).map(str::to_string);
             let result = match entry {
                 Entry::Folder(f) => self.client.delete_folder(&f.id).await,
                 Entry::File(f) => {
@@ -472,14 +684,31 @@ impl Superblock {
             };
             if let Err(e) = result {
                 if e.kind != ApiErrorKind::NotFound {
-                    // The move succeeded; the replaced entry lingers as a duplicate.
                     warn!(error = %e, "rename: could not delete the replaced {new_name:?}");
-                    self.lock().invalidate(new_parent);
+                    match replaced_file {
+                        // Recorded and hidden: the plain name shows what was moved there;
+                        // the caller retries the delete until it is done.
+                        Some(id) => {
+                            if let Some(d) = &self.deletes {
+                                if let Err(e) = d.record(&id) {
+                                    warn!("could not record the delete of {id}: {e}");
+                                }
+                            }
+                            self.readers.hide(&id);
+                            leftover = Some(id);
+                        }
+                        // A folder lingers as a duplicate.
+                        None => self.lock().invalidate(new_parent),
+                    }
                 }
             }
         }
+        self.dir_changed(parent);
+        if new_parent != parent {
+            self.dir_changed(new_parent);
+        }
         info!(from = ?name, to = ?new_name, "renamed");
-        Ok(())
+        Ok(leftover)
     }
 
     /// Resolves and checks a rename under one lock. `listed`: the target directory's

@@ -33,6 +33,7 @@ fn fixture(read_only: bool) -> Fixture {
         fs: FsConfig {
             dir_ttl: Duration::from_secs(60),
             read_only,
+            attrs_db: (!read_only).then(|| cache.path().join("attrs.db")),
             ..FsConfig::default()
         },
         read: ReadConfig::with_cache_bytes(8 << 20),
@@ -303,7 +304,15 @@ async fn xattrs_show_and_update_service_fields() {
     f.mock.add_file(None, "pic.png", b"png");
     let ino = f.fs.lookup(ROOT_INO, os("pic.png")).await.unwrap().ino;
     let list = String::from_utf8(f.fs.listxattr(ino).unwrap()).unwrap();
-    assert!(list.contains("user.mediafs.id\0"), "{list:?}");
+    assert!(
+        !list.contains("user.mediafs.id\0"),
+        "id is read by name: {list:?}"
+    );
+    assert!(!f
+        .fs
+        .getxattr(ino, os("user.mediafs.id"))
+        .unwrap()
+        .is_empty());
     assert_eq!(
         f.fs.getxattr(ino, os("user.mediafs.mime_type")).unwrap(),
         b"image/png"
@@ -459,4 +468,90 @@ async fn lookups_create_and_mkdir_count_one_reference_each() {
     assert_eq!(ns.lookups(x.ino), Some(2));
     assert_eq!(ns.lookups(d.ino), Some(1));
     assert_eq!(ns.lookups(c.ino), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_attributes_follow_writes_uploads_and_overwrites() {
+    use crate::fs::attr::{Caller, Change, SetTime};
+    use std::time::{Duration, SystemTime};
+    let f = fixture(false);
+    let me = Caller {
+        uid: f.fs.config().uid,
+        gid: f.fs.config().gid,
+    };
+    let t = |s| SetTime::At(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+    let set = |mtime, mode| Change {
+        mtime,
+        mode,
+        ..Change::default()
+    };
+    let (attr, o) =
+        f.fs.create(ROOT_INO, os("a.txt"), libc::O_WRONLY)
+            .await
+            .unwrap();
+    let ino = attr.ino;
+    f.fs.write(o.fh, 0, b"one").unwrap();
+    // A time set before a write does not hold; one set after it does, through the upload.
+    f.fs.setattr(ino, None, None, &set(Some(t(100)), None), me)
+        .await
+        .unwrap();
+    f.fs.write(o.fh, 3, b"two").unwrap();
+    let a =
+        f.fs.setattr(ino, None, None, &set(Some(t(200)), Some(0o100600)), me)
+            .await
+            .unwrap();
+    assert_eq!(a.mtime, SystemTime::UNIX_EPOCH + Duration::from_secs(200));
+    f.fs.flush(o.fh).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    let a = f.fs.getattr(ino).await.unwrap();
+    assert_eq!(
+        (
+            a.perm,
+            a.mtime
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        ),
+        (0o600, 200)
+    );
+    // An overwrite: the mode moves to the new id, the mtime is the write's.
+    let o =
+        f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"three").unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    let a = f.fs.getattr(ino).await.unwrap();
+    assert_eq!(a.perm, 0o600);
+    assert!(
+        a.mtime > SystemTime::now() - Duration::from_secs(60),
+        "{:?}",
+        a.mtime
+    );
+    // Only root gives a file away; only the owner changes its mode.
+    let other = Caller {
+        uid: me.uid + 1,
+        gid: me.gid + 1,
+    };
+    let chown = Change {
+        uid: Some(me.uid + 7),
+        ..Change::default()
+    };
+    if me.uid != 0 {
+        let e = f.fs.setattr(ino, None, None, &chown, me).await.unwrap_err();
+        assert_eq!(e.errno(), libc::EPERM);
+    }
+    let e =
+        f.fs.setattr(ino, None, None, &set(None, Some(0o644)), other)
+            .await
+            .unwrap_err();
+    assert_eq!(e.errno(), libc::EPERM);
+    let e =
+        f.fs.setattr(ino, None, None, &chown, other)
+            .await
+            .unwrap_err();
+    assert_eq!(e.errno(), libc::EPERM);
+    let root = Caller { uid: 0, gid: 0 };
+    let a = f.fs.setattr(ino, None, None, &chown, root).await.unwrap();
+    assert_eq!(a.uid, me.uid + 7);
 }

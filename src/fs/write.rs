@@ -40,6 +40,7 @@
 
 mod backoff;
 mod create;
+pub mod deletes;
 mod failure;
 mod lost;
 mod recovery;
@@ -57,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::MediaFile;
 use crate::fs::entry::FileEntry;
 
+pub use deletes::Deletes;
 pub use staging::StagedFile;
 pub use uploader::{Landed, Uploader};
 

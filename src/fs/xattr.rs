@@ -57,10 +57,21 @@ pub fn value(entry: &Entry, key: &str) -> Option<String> {
     }
 }
 
-/// `listxattr`: the names present, NUL-terminated.
+/// What copy tools copy: the writable service fields that are set. `title` is left out
+/// (a copy carrying its source's title would be renamed to it), and so are the read-only
+/// `id`, `file_name` and `mime_type`; all stay readable by name.
+const LISTED: [&str; 5] = [
+    "description",
+    "alt_text",
+    "is_favorite",
+    "is_private",
+    "sort_order",
+];
+
+/// `listxattr`: the names listed (see [`LISTED`]) that are set, NUL-terminated.
 pub fn list(entry: &Entry) -> Vec<u8> {
     let mut out = Vec::new();
-    for key in NAMES {
+    for key in LISTED {
         if value(entry, key).is_some() {
             out.extend_from_slice(PREFIX.as_bytes());
             out.extend_from_slice(key.as_bytes());
@@ -79,18 +90,27 @@ pub fn get(entry: &Entry, name: &std::ffi::OsStr) -> Result<Vec<u8>> {
         .ok_or_else(|| err!(NoAttribute, "no attribute {name:?}"))
 }
 
-/// `setxattr`: the update that stores `value` in the attribute `name`.
-pub fn update(name: &std::ffi::OsStr, value: &[u8]) -> Result<FileUpdate> {
+/// `setxattr`: the update that stores `value` in the attribute `name` of `entry`;
+/// `None` when it changes nothing (an attribute set to the value it has, as a copy tool
+/// restoring `title` or `id` does).
+pub fn update(entry: &Entry, name: &std::ffi::OsStr, value: &[u8]) -> Result<Option<FileUpdate>> {
     let key = name
         .to_str()
         .and_then(|n| n.strip_prefix(PREFIX))
         .ok_or_else(|| err!(NotSupported, "only user.mediafs.* attributes are stored"))?;
-    if !WRITABLE.contains(&key) {
-        return Err(err!(NotPermitted, "user.mediafs.{key} is read-only"));
-    }
     let value = std::str::from_utf8(value)
         .map_err(|_| err!(Invalid, "attribute value is not UTF-8"))?
         .trim_end_matches('\0');
+    let current = match key {
+        "title" => Some(entry.remote_name().to_string()),
+        _ => self::value(entry, key),
+    };
+    if current.as_deref() == Some(value) {
+        return Ok(None);
+    }
+    if !WRITABLE.contains(&key) {
+        return Err(err!(NotPermitted, "user.mediafs.{key} is read-only"));
+    }
     let bad = |what: &str| err!(Invalid, "user.mediafs.{key} must be {what}, got {value:?}");
     let parse_bool = |v: &str| match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
@@ -107,5 +127,5 @@ pub fn update(name: &std::ffi::OsStr, value: &[u8]) -> Result<FileUpdate> {
         "sort_order" => update.sort_order = Some(value.parse().map_err(|_| bad("an integer"))?),
         _ => unreachable!("checked above"),
     }
-    Ok(update)
+    Ok(Some(update))
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::backoff::{min_delay, next_delay, quick_retries};
 use super::staging::{Dirs, Location, StagedFile};
 use super::{create, failure, recovery};
-use super::{PendingInfo, UploadTarget, WriteConfig};
+use super::{Deletes, PendingInfo, UploadTarget, WriteConfig};
 use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile};
 use crate::fs::error::{Error, Result};
 use crate::fs::readers::OpenReaders;
@@ -59,6 +59,8 @@ pub struct Uploader {
     /// Replaced remote files still open for reading: their delete waits for the last
     /// reader, so readers of the old version are not broken mid-read.
     readers: Arc<OpenReaders>,
+    /// Those waiting deletes, recorded durably (retried by the next mount after a crash).
+    deletes: Arc<Deletes>,
 }
 
 /// Why a commit failed.
@@ -136,6 +138,10 @@ impl Uploader {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700))
                 .map_err(|e| io("chmod", d, e))?;
         }
+        let deletes_dir = dirs.root.join("deletes");
+        let deletes = Arc::new(
+            Deletes::open(deletes_dir.clone()).map_err(|e| io("creating", &deletes_dir, e))?,
+        );
         let (landed_tx, landed_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new_cyclic(|me| Uploader {
             client,
@@ -153,6 +159,7 @@ impl Uploader {
             shutting_down: AtomicBool::new(false),
             background_slots: Semaphore::new(BACKGROUND_UPLOADS),
             readers,
+            deletes,
         }))
     }
 
@@ -162,9 +169,17 @@ impl Uploader {
         lock(&self.landed_rx).take()
     }
 
-    /// Deletes a replaced remote file whose delete was deferred to its last reader.
+    /// Deletes a replaced or unlinked remote file whose delete was deferred to its last
+    /// reader. Its record stays if the delete fails (the next mount retries it).
     pub async fn delete_replaced_now(&self, old: &str) {
-        self.delete_replaced_inner(old, old).await;
+        if self.delete_replaced_inner(old, old).await {
+            self.deletes.done(old);
+        }
+    }
+
+    /// The durable record of deferred deletes (shared with the namespace's unlink).
+    pub fn deletes(&self) -> Arc<Deletes> {
+        self.deletes.clone()
     }
 
     /// Stages a new, empty file. It is uploaded on commit even if nothing is written to it.
@@ -304,6 +319,19 @@ impl Uploader {
                     path.display()
                 ),
             }
+        }
+        // Deletes an earlier run deferred to readers and never did: hidden from listings
+        // at once, deleted in the background.
+        for id in self.deletes.list() {
+            self.readers.hide(&id);
+            let me = self.clone();
+            let task = self.runtime.spawn(async move {
+                if me.delete_replaced_inner(&id, &id).await {
+                    me.deletes.done(&id);
+                    me.readers.unhide(&id);
+                }
+            });
+            lock(&self.tasks).push(task.abort_handle());
         }
         // Orphan data files (no sidecar anywhere) are empty by construction: the sidecar is
         // written before the data file is created.
@@ -558,12 +586,44 @@ impl Uploader {
     async fn delete_replaced(&self, old: &str, name: &str) {
         if self.readers.defer_delete_if_open(old) {
             tracing::debug!(file = %name, "old version still open for reading: delete deferred");
+            if let Err(e) = self.deletes.record(old) {
+                tracing::warn!("could not record the deferred delete of {name:?}: {e}");
+            }
             return;
         }
-        self.delete_replaced_inner(old, name).await;
+        // Recorded first: a crash or a failure leaves the record, and the next mount (or
+        // the retry below) finishes the delete. Meanwhile listings hide the old copy, so
+        // the plain name shows the new one.
+        if let Err(e) = self.deletes.record(old) {
+            tracing::warn!("could not record the delete of the old {name:?}: {e}");
+        }
+        if self.delete_replaced_inner(old, name).await {
+            self.deletes.done(old);
+        } else {
+            self.retry_delete(old.to_string());
+        }
     }
 
-    async fn delete_replaced_inner(&self, old: &str, name: &str) {
+    /// A replaced file whose delete failed: hidden from listings, deleted in the
+    /// background (every `upload_retry_for`) until it is gone. Its record stays until then.
+    pub fn retry_delete(&self, id: String) {
+        self.readers.hide(&id);
+        let Some(me) = self.me.upgrade() else { return };
+        let task = self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(me.config.upload_retry_for).await;
+                if me.delete_replaced_inner(&id, &id).await {
+                    me.deletes.done(&id);
+                    me.readers.unhide(&id);
+                    return;
+                }
+            }
+        });
+        lock(&self.tasks).push(task.abort_handle());
+    }
+
+    /// True once `old` is gone from the service.
+    async fn delete_replaced_inner(&self, old: &str, name: &str) -> bool {
         let started = Instant::now();
         let retry_for = self.config.upload_retry_for;
         let policy = quick_retries(retry_for);
@@ -572,8 +632,8 @@ impl Uploader {
             attempt += 1;
             let delay = policy.delay(attempt, None);
             match self.client.delete_file(old).await {
-                Ok(()) => return,
-                Err(e) if e.kind == ApiErrorKind::NotFound => return,
+                Ok(()) => return true,
+                Err(e) if e.kind == ApiErrorKind::NotFound => return true,
                 Err(e) if e.is_transient() && started.elapsed() + delay <= retry_for => {
                     tokio::time::sleep(delay).await;
                 }
@@ -583,7 +643,7 @@ impl Uploader {
                         "the new version was uploaded but the old one could not be deleted \
                          (both stay visible): {e}"
                     );
-                    return;
+                    return false;
                 }
             }
         }
