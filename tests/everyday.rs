@@ -437,8 +437,17 @@ fn replaced_files_whose_delete_fails_are_hidden_and_deleted_later() {
         let f = remote_file(&srv, None, n);
         assert_eq!(remote_sha256(&srv, &f.id), sha256(b"new\n"), "{n}");
     }
-    assert!(std::fs::read_dir(m.cache_dir.join("deletes"))
-        .unwrap()
-        .next()
-        .is_none());
+    // The record goes right after the delete succeeds (the service shows it first).
+    let deletes = m.cache_dir.join("deletes");
+    let left = || -> Vec<String> {
+        std::fs::read_dir(&deletes)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || left().is_empty()),
+        "delete records left: {:?}",
+        left()
+    );
 }
