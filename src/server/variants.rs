@@ -169,22 +169,13 @@ pub(crate) fn check_folder_name(
     parent: Option<&str>,
     except: Option<&str>,
 ) -> HttpResult<()> {
-    if !v.has(Variant::UniqueNames) {
-        return Ok(());
-    }
-    let taken: Option<String> = c
-        .query_row(
-            "SELECT id FROM folders WHERE name = ?1 AND parent_id IS ?2 AND id IS NOT ?3 LIMIT 1",
-            params![name, parent, except],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match taken {
-        Some(_) => Err(HttpError::conflict(
-            "a folder with this name already exists in this folder",
-        )),
-        None => Ok(()),
-    }
+    check_taken(
+        c,
+        v,
+        "SELECT id FROM folders WHERE name = ?1 AND parent_id IS ?2 AND id IS NOT ?3 LIMIT 1",
+        (name, parent, except),
+        "a folder with this name already exists in this folder",
+    )
 }
 
 /// `unique-names`: 409 when another file (not `except`) titled `title` sits in `folder`.
@@ -195,20 +186,31 @@ pub(crate) fn check_file_title(
     folder: Option<&str>,
     except: Option<&str>,
 ) -> HttpResult<()> {
+    check_taken(
+        c,
+        v,
+        "SELECT id FROM files WHERE title = ?1 AND folder_id IS ?2 AND id IS NOT ?3 LIMIT 1",
+        (title, folder, except),
+        "a file with this name already exists in this folder",
+    )
+}
+
+/// The one check behind both: `sql` finds another object holding the name.
+fn check_taken(
+    c: &Connection,
+    v: Variants,
+    sql: &str,
+    (name, parent, except): (&str, Option<&str>, Option<&str>),
+    conflict: &str,
+) -> HttpResult<()> {
     if !v.has(Variant::UniqueNames) {
         return Ok(());
     }
     let taken: Option<String> = c
-        .query_row(
-            "SELECT id FROM files WHERE title = ?1 AND folder_id IS ?2 AND id IS NOT ?3 LIMIT 1",
-            params![title, folder, except],
-            |r| r.get(0),
-        )
+        .query_row(sql, params![name, parent, except], |r| r.get(0))
         .optional()?;
     match taken {
-        Some(_) => Err(HttpError::conflict(
-            "a file with this name already exists in this folder",
-        )),
+        Some(_) => Err(HttpError::conflict(conflict)),
         None => Ok(()),
     }
 }
