@@ -206,15 +206,32 @@ pub fn render(st: &Status) -> String {
             "read-write"
         }
     ));
+    // Every upload not yet on the service is pending, including the ones being sent right
+    // now: each is listed once, marked when it is being sent.
+    let sending = |u: &UploadInfo| {
+        st.uploads_in_flight
+            .iter()
+            .any(|f| f.name == u.name && f.size == u.size)
+    };
+    let unlisted: Vec<&UploadInfo> = st
+        .uploads_in_flight
+        .iter()
+        .filter(|f| {
+            !st.pending_uploads
+                .iter()
+                .any(|u| f.name == u.name && f.size == u.size)
+        })
+        .collect();
     out.push_str(&format!(
-        "  uploads:   {} pending, {} in flight\n",
-        st.pending_uploads.len(),
+        "  uploads:   {} pending ({} being sent now)\n",
+        st.pending_uploads.len() + unlisted.len(),
         st.uploads_in_flight.len()
     ));
     for u in &st.pending_uploads {
-        out.push_str(&upload_line("pending", u));
+        let state = if sending(u) { "uploading" } else { "pending" };
+        out.push_str(&upload_line(state, u));
     }
-    for u in &st.uploads_in_flight {
+    for u in unlisted {
         out.push_str(&upload_line("uploading", u));
     }
     let rate = st
@@ -241,4 +258,69 @@ pub fn render(st: &Status) -> String {
     out.push_str(&format!("  requests:  {}\n", list(&st.requests)));
     out.push_str(&format!("  errors:    {}\n", list(&st.errors)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::CacheInfo;
+
+    fn upload(name: &str, size: u64) -> UploadInfo {
+        UploadInfo {
+            name: name.into(),
+            size,
+            age_secs: 3,
+            last_error: None,
+            data_path: None,
+        }
+    }
+
+    fn status(pending: Vec<UploadInfo>, in_flight: Vec<UploadInfo>) -> Status {
+        Status {
+            version: "0".into(),
+            pid: 1,
+            mountpoint: "/m".into(),
+            remote: "http://x".into(),
+            read_only: false,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            uptime_secs: 1,
+            pending_uploads: pending,
+            uploads_in_flight: in_flight,
+            cache: CacheInfo {
+                used_bytes: 0,
+                capacity_bytes: 1,
+                hits: 0,
+                misses: 0,
+                hit_rate: None,
+            },
+            requests: Default::default(),
+            errors: Default::default(),
+            errors_by_request: vec![],
+        }
+    }
+
+    #[test]
+    fn an_upload_being_sent_is_listed_once() {
+        let out = render(&status(
+            vec![upload("a.bin", 5), upload("b.bin", 7)],
+            vec![upload("a.bin", 5)],
+        ));
+        assert!(
+            out.contains("uploads:   2 pending (1 being sent now)"),
+            "{out}"
+        );
+        assert_eq!(out.matches("a.bin").count(), 1, "{out}");
+        assert!(out.contains("uploading a.bin"), "{out}");
+        assert!(out.contains("pending   b.bin"), "{out}");
+    }
+
+    #[test]
+    fn an_upload_in_flight_outside_the_pending_list_still_counts() {
+        let out = render(&status(vec![], vec![upload("c.bin", 1)]));
+        assert!(
+            out.contains("uploads:   1 pending (1 being sent now)"),
+            "{out}"
+        );
+        assert!(out.contains("uploading c.bin"), "{out}");
+    }
 }

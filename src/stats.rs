@@ -245,7 +245,9 @@ pub struct Status {
     pub read_only: bool,
     pub started_at: String,
     pub uptime_secs: u64,
+    /// Every upload not on the service yet, including those being sent right now.
     pub pending_uploads: Vec<UploadInfo>,
+    /// The Create File calls running now (most of them are also pending).
     pub uploads_in_flight: Vec<UploadInfo>,
     pub cache: CacheInfo,
     /// Remote requests by operation.
