@@ -49,6 +49,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("ro", "--read-only"),
     ("rw", ""),
     ("allow_other", "--allow-other"),
+    ("nonempty", "--allow-non-empty"),
     ("noexec", "--noexec"),
     ("exec", ""),
     // mediafs mounts are always nosuid and nodev.

@@ -53,6 +53,11 @@ pub struct MountArgs {
     #[arg(long)]
     pub allow_other: bool,
 
+    /// Mount over a directory that has entries (they are hidden until unmount). Refused
+    /// by default, as rclone does: a mount that hides files is easy to mistake for loss.
+    #[arg(long)]
+    pub allow_non_empty: bool,
+
     /// Permission bits shown for files (octal), e.g. 640 to share read-only with --gid's
     /// group under --allow-other.
     #[arg(long, value_name = "OCTAL", default_value = "644", value_parser = parse_mode)]
@@ -162,7 +167,7 @@ fn default_cache_dir(library_key: &str) -> PathBuf {
         .join(digest)
 }
 
-fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+fn check_mountpoint(path: &Path, allow_non_empty: bool) -> anyhow::Result<PathBuf> {
     let abs = control::absolute_mountpoint(path)
         .map_err(|e| anyhow!("mountpoint {}: {e}", path.display()))?;
     if is_dead_mount(&abs) {
@@ -177,6 +182,13 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
     if is_mounted(&abs) {
         bail!(
             "{} is already a mount point (busy): unmount it first",
+            abs.display()
+        );
+    }
+    if !allow_non_empty && std::fs::read_dir(&abs)?.next().is_some() {
+        bail!(
+            "mountpoint {} is not empty: its entries would be hidden while mounted \
+             (pass --allow-non-empty, or the mount option nonempty, to mount anyway)",
             abs.display()
         );
     }
@@ -262,7 +274,7 @@ fn is_mounted(path: &Path) -> bool {
 
 /// `mediafs mount`: returns the process exit code.
 pub fn run(args: MountArgs) -> i32 {
-    let mountpoint = match check_mountpoint(&args.mountpoint) {
+    let mountpoint = match check_mountpoint(&args.mountpoint, args.allow_non_empty) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("mediafs: {e:#}");

@@ -451,6 +451,44 @@ fn dead_mount_after_sigkill_is_cleared_by_the_next_mount_and_by_unmount() {
     assert!(std::fs::metadata(&mp).unwrap().is_dir());
 }
 
+#[test]
+fn a_non_empty_mountpoint_is_refused_unless_asked_for() {
+    if !fuse_available() {
+        return;
+    }
+    let server = Server::start(|_| {});
+    server.put_file(None, "remote.txt", b"remote");
+    let s = Setup::new();
+    let bin_dir = tools_dir(s.work.path(), SCRIPT_TOOLS);
+    let mp = s.path("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    std::fs::write(mp.join("local.txt"), b"local").unwrap();
+
+    let args = s.mount_args(&server, &mp, "cache", &[]);
+    let out = Command::new(bin())
+        .args(&args)
+        .env("PATH", &bin_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr.contains("is not empty") && stderr.contains("--allow-non-empty"),
+        "{stderr}"
+    );
+    assert!(!host_mounted(&mp));
+    assert_eq!(std::fs::read(mp.join("local.txt")).unwrap(), b"local");
+
+    let args = s.mount_args(&server, &mp, "cache", &["--allow-non-empty"]);
+    let mut d = Daemon::start(&args, &mp, &bin_dir, s.path("log"));
+    assert_eq!(std::fs::read(mp.join("remote.txt")).unwrap(), b"remote");
+    assert!(!mp.join("local.txt").exists(), "the mount hides local.txt");
+    d.signal(libc::SIGTERM);
+    d.wait_exit(Duration::from_secs(60));
+    assert!(!host_mounted(&mp));
+    assert_eq!(std::fs::read(mp.join("local.txt")).unwrap(), b"local");
+}
+
 /// Runs `mediafs ARGS` and returns (exit code, stdout, stderr).
 fn run_mediafs(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).output().unwrap();
