@@ -620,3 +620,48 @@ PY"#,
     assert_eq!(srv.remote_bytes(&f.id), b"abcdef");
     assert_eq!(srv.remote_files(None).len(), 1);
 }
+
+/// fallocate reserves and extends as on a local disk (installers, torrent clients and
+/// `rsync --preallocate` use it); modes that punch holes have no meaning for a whole-file
+/// upload and answer EOPNOTSUPP without touching the file.
+#[test]
+fn fallocate_extends_or_reserves_and_refuses_hole_punching() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    sh(m.path(), "fallocate -l 1MiB grown.bin");
+    assert_eq!(std::fs::metadata(m.p("grown.bin")).unwrap().len(), 1 << 20);
+    let f = remote_file(&srv, None, "grown.bin");
+    assert_eq!(f.size(), 1 << 20);
+    assert_eq!(remote_sha256(&srv, &f.id), sha256(&vec![0u8; 1 << 20]));
+
+    // Preallocation then writing, as `rsync --preallocate` and python do.
+    sh(
+        m.path(),
+        "python3 -c \"import os; fd = os.open('pre.txt', os.O_CREAT | os.O_WRONLY); \
+         os.posix_fallocate(fd, 0, 4096); os.write(fd, b'hello'); os.ftruncate(fd, 5); \
+         os.close(fd)\"",
+    );
+    assert_eq!(std::fs::read(m.p("pre.txt")).unwrap(), b"hello");
+    let f = remote_file(&srv, None, "pre.txt");
+    assert_eq!(remote_sha256(&srv, &f.id), sha256(b"hello"));
+
+    // KEEP_SIZE reserves only.
+    std::fs::write(m.p("kept.txt"), b"abc").unwrap();
+    sh(m.path(), "fallocate -n -l 64KiB kept.txt");
+    assert_eq!(std::fs::read(m.p("kept.txt")).unwrap(), b"abc");
+
+    // util-linux words EOPNOTSUPP of PUNCH_HOLE|KEEP_SIZE as "keep size mode is unsupported".
+    let out = sh_out(m.path(), "fallocate -p -o 0 -l 2 kept.txt");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unsupported"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(m.p("kept.txt")).unwrap(), b"abc");
+    let f = remote_file(&srv, None, "kept.txt");
+    assert_eq!(remote_sha256(&srv, &f.id), sha256(b"abc"));
+    assert_eq!(srv.remote_files(None).len(), 3);
+}

@@ -230,6 +230,18 @@ impl OpenFiles {
         Ok(n)
     }
 
+    /// fallocate on a file open for writing: mode 0 (reserve and extend) and KEEP_SIZE
+    /// (reserve); hole punching and the like have no meaning for a whole-file upload.
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(err!(NotSupported, "fallocate mode {mode:#x}"));
+        }
+        let (ino, staged) = self.handles.writer(fh)?;
+        staged.allocate(offset, len, mode & libc::FALLOC_FL_KEEP_SIZE != 0)?;
+        self.sb.wrote(ino);
+        Ok(())
+    }
+
     pub async fn create(&self, parent: Ino, name: &OsStr, flags: i32) -> Result<(Attr, Opened)> {
         let uploader = self.check_writable()?.clone();
         let remote_name =

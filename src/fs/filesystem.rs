@@ -123,6 +123,10 @@ impl MediaFs {
         self.files.write(fh, offset, data)
     }
 
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        self.files.fallocate(fh, offset, len, mode)
+    }
+
     pub async fn create(&self, parent: Ino, name: &OsStr, flags: i32) -> Result<(Attr, Opened)> {
         self.files.create(parent, name, flags).await
     }

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -342,6 +343,44 @@ impl StagedFile {
             .map_err(|e| self.dirs.io_error(what("resizing", &st), e))?;
         st.len = len;
         st.generation += 1;
+        Ok(())
+    }
+
+    /// fallocate: reserves local disk for the range, so that writing it later cannot fail
+    /// for lack of space in the cache dir, and extends the file unless `keep_size`.
+    pub fn allocate(&self, offset: u64, len: u64, keep_size: bool) -> Result<()> {
+        let mut st = self.lock();
+        let end = offset.saturating_add(len);
+        let grows = !keep_size && end > st.len;
+        if grows {
+            self.before_change(&mut st)?;
+        }
+        let mode = if keep_size {
+            libc::FALLOC_FL_KEEP_SIZE
+        } else {
+            0
+        };
+        let (off, n) = (
+            i64::try_from(offset).unwrap_or(i64::MAX),
+            i64::try_from(len).unwrap_or(i64::MAX),
+        );
+        // SAFETY: a plain syscall on a descriptor this struct owns.
+        if unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, n) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // A cache dir on a filesystem without fallocate: the size is all we can give.
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(self.dirs.io_error(what("allocating space for", &st), e));
+            }
+            if grows {
+                self.file
+                    .set_len(end)
+                    .map_err(|e| self.dirs.io_error(what("resizing", &st), e))?;
+            }
+        }
+        if grows {
+            st.len = end;
+            st.generation += 1;
+        }
         Ok(())
     }
 
