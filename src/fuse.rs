@@ -525,6 +525,22 @@ impl Filesystem for FuseFs {
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
+    /// No ioctl means anything here. ENOTTY is what a file that takes no ioctls answers
+    /// (isatty() asks on every python open); fuser's default logs a warning per call.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         reply.ok();
     }
