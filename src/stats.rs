@@ -52,6 +52,7 @@ pub fn kind_name(kind: ApiErrorKind) -> &'static str {
         ApiErrorKind::Forbidden => "forbidden",
         ApiErrorKind::NotFound => "not_found",
         ApiErrorKind::Conflict => "conflict",
+        ApiErrorKind::NameTaken => "name_taken",
         ApiErrorKind::TooLarge => "too_large",
         ApiErrorKind::RateLimited => "rate_limited",
         ApiErrorKind::Server => "server",

@@ -40,8 +40,11 @@ fn all_ids(srv: &Server) -> BTreeSet<String> {
 /// Runs `mediafs probe --json --write` against `variants`; checks that it leaves the
 /// library as it found it and prints no secret; returns the report.
 fn probe(variants: &[Variant]) -> Value {
-    let srv = server(variants);
-    let before = all_ids(&srv);
+    probe_of(&server(variants))
+}
+
+fn probe_of(srv: &Server) -> Value {
+    let before = all_ids(srv);
     assert!(before.len() > 5, "the sample library is there");
     let work = tempfile::tempdir().unwrap();
     let token_file = work.path().join("token");
@@ -64,7 +67,7 @@ fn probe(variants: &[Variant]) -> Value {
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let w = &report["write"];
     assert_eq!(w["leftovers"], Value::Array(vec![]), "{report:#}");
-    assert_eq!(all_ids(&srv), before, "--write left the library changed");
+    assert_eq!(all_ids(srv), before, "--write left the library changed");
     let root: Vec<_> = srv
         .remote_folders(None)
         .into_iter()
@@ -141,6 +144,18 @@ fn probe_reports_page_size_50() {
     assert_eq!(r["largestPageSize"], 50, "{r:#}");
     let fields = r["pagingFields"].as_array().unwrap();
     assert!(!fields.iter().any(|f| f == "lastPage"), "{fields:?}");
+}
+
+/// A service that echoes the `pageSize` asked for while serving 50: the items of a full
+/// page tell the real size.
+#[test]
+fn probe_reports_page_size_50_echoed() {
+    let srv = server(&[Variant::PageSize50Echo]);
+    for i in 0..60 {
+        srv.put_file(None, &format!("f{i:02}"), b"x");
+    }
+    let r = probe_of(&srv);
+    assert_eq!(r["largestPageSize"], 50, "{r:#}");
 }
 
 #[test]
@@ -371,4 +386,174 @@ fn everyday_commands_with_no_move() {
 #[test]
 fn everyday_commands_with_ignore_filters() {
     everyday_commands(&[Variant::IgnoreFilters]);
+}
+
+/// Variants together, as a real service may combine them.
+#[test]
+fn everyday_commands_with_wrapped_bare_lists_and_strict_timestamps() {
+    everyday_commands(&[
+        Variant::Wrapped,
+        Variant::BareLists,
+        Variant::StrictTimestamps,
+    ]);
+}
+
+/// Overwrite and `mv` onto a name make room first (see docs/API-VARIANTS.md).
+#[test]
+fn everyday_commands_with_unique_names_and_more() {
+    everyday_commands(&[
+        Variant::UniqueNames,
+        Variant::Created201,
+        Variant::Delete204,
+        Variant::PageSize50,
+    ]);
+}
+
+/// Names shown by the mount and held by the service: one remote file per name, with the
+/// bytes the mount shows, and no temporary name left behind.
+fn assert_same_tree(srv: &Server, m: &Mount, folder: &str) {
+    let id = remote_folder(srv, None, folder).id;
+    let remote = remote_tree(srv, Some(&id));
+    assert!(
+        !remote.keys().any(|k| k.contains(".mediafs-")),
+        "a temporary name is left: {remote:#?}"
+    );
+    assert_eq!(remote, local_tree(&m.p(folder)), "{folder}");
+}
+
+#[test]
+fn unique_names_overwrite_mv_cp_r_and_rsync_twice() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::UniqueNames]);
+    let u = srv.put_folder(None, "u");
+    srv.put_file(Some(&u), "old.txt", b"old\n");
+    srv.put_file(Some(&u), "b.txt", b"b before\n");
+    let m = Mount::new(&srv, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // Overwrite by the shell, by cp, and a new file (created empty, then written).
+    sh(m.path(), "echo replaced > u/old.txt");
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "old.txt",
+        &sha256(b"replaced\n"),
+        30
+    ));
+    let big = write_random_file(&w.join("big"), 250_000, 7);
+    sh(m.path(), &format!("cp {}/big u/old.txt", w.display()));
+    assert!(wait_landed(&srv, Some(&u), "old.txt", &big, 30));
+    assert_eq!(sha256_file(&m.p("u/old.txt")), big);
+    sh(m.path(), "echo fresh > u/new.txt");
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "new.txt",
+        &sha256(b"fresh\n"),
+        30
+    ));
+    assert_eq!(sh(m.path(), "cat u/new.txt"), "fresh\n");
+
+    // mv onto an existing name.
+    sh(m.path(), "mv u/new.txt u/b.txt");
+    assert_eq!(sh(m.path(), "cat u/b.txt"), "fresh\n");
+    assert!(remote_files_named(&srv, Some(&u), "new.txt").is_empty());
+    assert_eq!(
+        remote_sha256(&srv, &remote_file(&srv, Some(&u), "b.txt").id),
+        sha256(b"fresh\n")
+    );
+    assert_eq!(sh(m.path(), "ls u"), "b.txt\nold.txt\n");
+    assert_same_tree(&srv, &m, "u");
+
+    // cp -r of a tree, then again over it with changed files.
+    let tree = w.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    write_random_file(&tree.join("one.bin"), 70_000, 8);
+    write_random_file(&tree.join("sub/two.bin"), 3_000, 9);
+    sh(m.path(), &format!("cp -r {} c", tree.display()));
+    write_random_file(&tree.join("one.bin"), 50_000, 10);
+    write_random_file(&tree.join("sub/two.bin"), 4_000, 11);
+    sh(m.path(), &format!("cp -r {}/. c/", tree.display()));
+    sh(m.path(), &format!("diff -r {} c", tree.display()));
+    assert_same_tree(&srv, &m, "c");
+
+    // rsync -a twice: the second run replaces changed files by temp file + rename.
+    sh(m.path(), &format!("rsync -a {}/ r/", tree.display()));
+    write_random_file(&tree.join("one.bin"), 60_000, 12);
+    std::fs::write(tree.join("sub/two.bin"), b"short now\n").unwrap();
+    sh(m.path(), &format!("rsync -a {}/ r/", tree.display()));
+    sh(m.path(), &format!("diff -r {} r", tree.display()));
+    assert_same_tree(&srv, &m, "r");
+    assert_eq!(
+        remote_tree(&srv, Some(&remote_folder(&srv, None, "r").id)),
+        local_tree(&tree)
+    );
+
+    let log = m.log_text();
+    assert!(
+        log.contains("the service refuses duplicate names"),
+        "the variant is logged once it is seen"
+    );
+    assert_eq!(
+        log.matches("the service refuses duplicate names").count(),
+        1,
+        "logged once"
+    );
+}
+
+/// With `ignore-filters`, `ls -R` of a tree costs one walk of the library, not one per
+/// directory.
+#[test]
+fn ignore_filters_lists_a_tree_with_one_walk() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::IgnoreFilters]);
+    let top = srv.put_folder(None, "top");
+    let mut want = 0;
+    for i in 0..6 {
+        let d = srv.put_folder(Some(&top), &format!("d{i}"));
+        let e = srv.put_folder(Some(&d), "e");
+        srv.put_file(Some(&d), "f.txt", format!("{i}\n").as_bytes());
+        srv.put_file(Some(&e), "g.txt", b"g\n");
+        want += 2;
+    }
+    let m = Mount::new(&srv, &["--dir-ttl", "120"]);
+    srv.reset_stats();
+    let listed = sh(m.path(), "ls -R top");
+    assert_eq!(listed.matches("f.txt").count(), 6, "{listed}");
+    assert_eq!(listed.matches("g.txt").count(), 6, "{listed}");
+    let folders = srv.route_calls("GET /api/v1/media-manager/folders");
+    let files = srv.route_calls("GET /api/v1/media-manager/files");
+    assert!(
+        folders <= 2 && files <= 2,
+        "{want} directories listed with {folders} folder and {files} file list calls"
+    );
+    // The mount's own change shows at once (the walk is not reused after it).
+    sh(m.path(), "echo new > top/d0/e/h.txt");
+    assert_eq!(sh(m.path(), "ls top/d0/e"), "g.txt\nh.txt\n");
+}
+
+/// A service that echoes the `pageSize` asked for while serving 50 items a page.
+#[test]
+fn listing_with_an_echoed_page_size_is_complete() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::PageSize50Echo]);
+    let many = srv.put_folder(None, "many");
+    for i in 0..120 {
+        srv.put_file(
+            Some(&many),
+            &format!("f{i:03}"),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let m = Mount::new(&srv, &[]);
+    let listed = sh(m.path(), "ls many");
+    let want: Vec<String> = (0..120).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want);
 }
