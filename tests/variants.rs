@@ -530,7 +530,7 @@ fn ignore_filters_lists_a_tree_with_one_walk() {
     let files = srv.route_calls("GET /api/v1/media-manager/files");
     assert!(
         folders <= 2 && files <= 2,
-        "{want} directories listed with {folders} folder and {files} file list calls"
+        "{want} directories listed with {folders} folder and {files} file list calls (one walk each expected)"
     );
     // The mount's own change shows at once (the walk is not reused after it).
     sh(m.path(), "echo new > top/d0/e/h.txt");
@@ -556,4 +556,64 @@ fn listing_with_an_echoed_page_size_is_complete() {
     let listed = sh(m.path(), "ls many");
     let want: Vec<String> = (0..120).map(|i| format!("f{i:03}")).collect();
     assert_eq!(listed.lines().collect::<Vec<_>>(), want);
+}
+
+/// An overwrite on a unique-names service interrupted by a crash (the old file's delete, or
+/// the rename to the final name, failed and the daemon died) ends on the next mount.
+#[test]
+fn unique_names_overwrite_interrupted_by_a_crash_ends_after_remount() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::UniqueNames]);
+    let u = srv.put_folder(None, "u");
+    srv.put_file(Some(&u), "a.txt", b"a before\n");
+    srv.put_file(Some(&u), "b.txt", b"b before\n");
+    let mut m = Mount::new(&srv, &[]);
+    assert_eq!(sh(m.path(), "cat u/a.txt u/b.txt"), "a before\nb before\n");
+
+    // a.txt: the new bytes land under a temporary title, the old file stays.
+    srv.set_faults(serde_json::json!({
+        "errorRate": 1.0, "errorStatus": 400, "route": "DELETE /api/v1/media-manager/files/{id}"
+    }));
+    sh(m.path(), "echo a after > u/a.txt");
+    // b.txt: the old file goes, the new one keeps its temporary title.
+    srv.set_faults(serde_json::json!({
+        "errorRate": 1.0, "errorStatus": 400, "route": "PATCH /api/v1/media-manager/files/{id}"
+    }));
+    sh(m.path(), "echo b after > u/b.txt");
+    let titles: Vec<String> = srv
+        .remote_files(Some(&u))
+        .iter()
+        .map(file_name_of)
+        .collect();
+    assert_eq!(
+        titles.iter().filter(|t| t.starts_with(".mediafs-")).count(),
+        2,
+        "both new versions wait under a temporary title: {titles:?}"
+    );
+    m.kill();
+    srv.clear_faults();
+    m.remount();
+
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "a.txt",
+        &sha256(b"a after\n"),
+        30
+    ));
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "b.txt",
+        &sha256(b"b after\n"),
+        30
+    ));
+    assert!(wait_until(std::time::Duration::from_secs(30), || srv
+        .remote_files(Some(&u))
+        .len()
+        == 2));
+    assert_same_tree(&srv, &m, "u");
+    assert_eq!(sh(m.path(), "cat u/a.txt u/b.txt"), "a after\nb after\n");
 }
