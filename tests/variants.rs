@@ -617,3 +617,118 @@ fn unique_names_overwrite_interrupted_by_a_crash_ends_after_remount() {
     assert_same_tree(&srv, &m, "u");
     assert_eq!(sh(m.path(), "cat u/a.txt u/b.txt"), "a after\nb after\n");
 }
+
+/// `mediafs mount DIR --api-variant NAME` (no `--api-url`): the embedded server speaks the
+/// variant, so one command tries mediafs against it.
+#[test]
+fn mount_of_the_embedded_server_takes_an_api_variant() {
+    if !fuse_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mp = tempfile::tempdir().unwrap();
+    let log = work.path().join("mediafs.log");
+    let mount = |extra: &[&str]| {
+        Command::new(bin())
+            .arg("mount")
+            .arg(mp.path())
+            .arg("--data-dir")
+            .arg(work.path().join("library"))
+            .arg("--cache-dir")
+            .arg(work.path().join("cache"))
+            .arg("--log-file")
+            .arg(&log)
+            .args(extra)
+            .env("MEDIAFS_LOG", "info")
+            .env_remove("MEDIAFS_API_URL")
+            .env_remove("MEDIAFS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let bad = mount(&["--api-variant", "nope"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("unknown API variant \"nope\""), "{stderr}");
+    let remote = mount(&[
+        "--api-variant",
+        "wrapped",
+        "--api-url",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(!remote.status.success());
+    let stderr = String::from_utf8_lossy(&remote.stderr);
+    assert!(stderr.contains("embedded server only"), "{stderr}");
+
+    let ok = mount(&["--api-variant", "unique-names,wrapped"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let m = mp.path();
+    let result = std::panic::catch_unwind(|| {
+        sh(
+            m,
+            "echo one > t.txt && echo two > t.txt && cp t.txt u.txt && mv u.txt t.txt",
+        );
+        assert_eq!(sh(m, "cat t.txt"), "two\n");
+        assert_eq!(
+            sh(m, "ls t.txt u.txt 2>&1 || true"),
+            "ls: cannot access 'u.txt': No such file or directory\nt.txt\n"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("variant=wrapped,unique-names"), "{text}");
+        assert!(
+            text.contains("the service refuses duplicate names"),
+            "{text}"
+        );
+    });
+    let _ = Command::new(bin()).arg("unmount").arg(m).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// An overwrite of a file still open for reading on a unique-names service: the reader
+/// keeps the old bytes, the mount shows the new ones, and the new file takes the name on
+/// the service once the reader closes (the old file's delete waits for it).
+#[test]
+fn unique_names_overwrite_of_a_file_being_read() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::UniqueNames]);
+    let u = srv.put_folder(None, "u");
+    let old = pseudo_random(200_000, 21);
+    srv.put_file(Some(&u), "r.bin", &old);
+    let m = Mount::new(&srv, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let new = write_random_file(&work.path().join("new"), 100_000, 22);
+    let script = format!(
+        "import hashlib, subprocess\n\
+         f = open('u/r.bin', 'rb')\n\
+         head = f.read(1000)\n\
+         subprocess.run(['cp', '{}/new', 'u/r.bin'], check=True)\n\
+         print(hashlib.sha256(open('u/r.bin', 'rb').read()).hexdigest())\n\
+         print(hashlib.sha256(head + f.read()).hexdigest())\n\
+         f.close()\n",
+        work.path().display()
+    );
+    std::fs::write(work.path().join("read.py"), script).unwrap();
+    let out = sh(
+        m.path(),
+        &format!("python3 {}/read.py", work.path().display()),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [new.as_str(), sha256(&old).as_str()],
+        "new bytes shown, old kept for the reader"
+    );
+    assert!(wait_landed(&srv, Some(&u), "r.bin", &new, 30));
+    assert!(wait_until(std::time::Duration::from_secs(30), || srv
+        .remote_files(Some(&u))
+        .len()
+        == 1));
+    assert_same_tree(&srv, &m, "u");
+}
