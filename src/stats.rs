@@ -202,6 +202,10 @@ impl MediaClient for CountingClient {
         self.stats.count("read_range", &r);
         r
     }
+
+    fn forget_listings(&self) {
+        self.inner.forget_listings();
+    }
 }
 
 /// One upload in a report.

@@ -535,6 +535,26 @@ fn ignore_filters_lists_a_tree_with_one_walk() {
     // The mount's own change shows at once (the walk is not reused after it).
     sh(m.path(), "echo new > top/d0/e/h.txt");
     assert_eq!(sh(m.path(), "ls top/d0/e"), "g.txt\nh.txt\n");
+    // Another client's change shows after SIGHUP, which drops the walk too.
+    let d1 = remote_folder(&srv, Some(&top), "d1").id;
+    sh(m.path(), &format!("kill -HUP {}", m.pid()));
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || sh(
+            m.path(),
+            "ls top/d1"
+        ) == "e\nf.txt\n"),
+        "a walk of the library after the mount's own change"
+    );
+    srv.put_file(Some(&d1), "other.txt", b"o\n");
+    sh(m.path(), &format!("kill -HUP {}", m.pid()));
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || sh(
+            m.path(),
+            "ls top/d1"
+        )
+            == "e\nf.txt\nother.txt\n"),
+        "SIGHUP shows the change"
+    );
 }
 
 /// A service that echoes the `pageSize` asked for while serving 50 items a page.

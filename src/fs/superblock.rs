@@ -465,6 +465,7 @@ impl Superblock {
     /// SIGHUP: every listing is fetched again on next use.
     pub fn invalidate_all(&self) {
         self.lock().invalidate_all();
+        self.client.forget_listings();
     }
 
     // ----- transactions ---------------------------------------------------------------

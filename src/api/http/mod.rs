@@ -496,4 +496,8 @@ impl MediaClient for HttpClient {
     async fn read_range(&self, url: &str, offset: u64, len: u64) -> ApiResult<Bytes> {
         self.read_signed(url, offset, len).await
     }
+
+    fn forget_listings(&self) {
+        self.whole.changed();
+    }
 }
