@@ -181,6 +181,17 @@ pub async fn upload_aside(
     }
     let mut file = match result {
         Ok(f) => f,
+        // The answer may be lost while the file landed: look once, so a retry does not
+        // leave a copy under a temporary title behind.
+        Err(e) if matches!(e.kind, ApiErrorKind::Transport | ApiErrorKind::Server) => {
+            match landed_aside(client, &record, data).await {
+                Some(f) => f,
+                None => {
+                    renames.done(&key);
+                    return Err(e);
+                }
+            }
+        }
         Err(e) => {
             renames.done(&key);
             return Err(e);
@@ -244,6 +255,18 @@ async fn finish(client: &dyn MediaClient, renames: &Renames, key: &str, r: &Wait
             "the new version could not take its name (retried on the next mount): {e}"
         ),
     }
+}
+
+/// The upload of `r` (the bytes of `data`), if it landed although its answer was lost.
+async fn landed_aside(
+    client: &dyn MediaClient,
+    r: &WaitingRename,
+    data: &Path,
+) -> Option<MediaFile> {
+    let id = find_by_title(client, r).await.ok()??;
+    let f = client.get_file(&id).await.ok()?;
+    let len = fs::metadata(data).ok()?.len();
+    (f.size() == len).then_some(f)
 }
 
 async fn find_by_title(client: &dyn MediaClient, r: &WaitingRename) -> ApiResult<Option<String>> {
@@ -346,6 +369,99 @@ pub async fn update_folder(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::mock::MockClient;
+
+    fn title_of(m: &MockClient, id: &str) -> String {
+        let f = m
+            .files()
+            .into_iter()
+            .find(|f| f.id == id)
+            .expect("file exists");
+        f.title.unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn an_upload_aside_takes_the_name_once_the_old_file_is_gone() {
+        let m = MockClient::new();
+        let old = m.add_file(None, "a.txt", b"old");
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        fs::write(&data, b"new bytes").unwrap();
+        let renames = Renames::open(tmp.path().join("renames")).unwrap();
+        let meta = NewFile {
+            file_name: "a.txt".into(),
+            title: Some("a.txt".into()),
+            ..Default::default()
+        };
+        // Unique on fileName too: the second attempt takes a temporary fileName as well.
+        m.fail_next("create_file", ApiErrorKind::NameTaken, 1);
+        let f = upload_aside(m.as_ref(), &renames, &meta, &data, &old.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            f.title.as_deref(),
+            Some("a.txt"),
+            "the caller sees the final name"
+        );
+        assert!(is_temp_name(&title_of(&m, &f.id)));
+        let stored = m.files().into_iter().find(|x| x.id == f.id).unwrap();
+        assert!(is_temp_name(&stored.upload.unwrap().file_name));
+        assert_eq!(m.file_bytes(&f.id).unwrap(), b"new bytes");
+
+        // The old file's delete still waits: a recovery leaves the record alone.
+        recover(m.as_ref(), &renames, std::slice::from_ref(&old.id)).await;
+        assert!(is_temp_name(&title_of(&m, &f.id)));
+        assert_eq!(renames.list().len(), 1);
+
+        m.delete_file(&old.id).await.unwrap();
+        after_delete(m.as_ref(), &renames, &old.id).await;
+        assert_eq!(title_of(&m, &f.id), "a.txt");
+        assert!(renames.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn recovery_finds_an_upload_whose_answer_never_came() {
+        let m = MockClient::new();
+        let temp = temp_name("b.txt");
+        let landed = m.add_file(None, &temp, b"b");
+        let tmp = tempfile::tempdir().unwrap();
+        let renames = Renames::open(tmp.path().join("renames")).unwrap();
+        let record = WaitingRename {
+            id: None,
+            folder_id: None,
+            temp,
+            title: "b.txt".into(),
+            after: "gone-already".into(),
+        };
+        renames.save("k", &record).unwrap();
+        recover(m.as_ref(), &renames, &[]).await;
+        assert_eq!(title_of(&m, &landed.id), "b.txt");
+        assert!(renames.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rename_onto_a_taken_name_moves_the_target_aside() {
+        let m = MockClient::new();
+        let a = m.add_file(None, "a.txt", b"a");
+        let b = m.add_file(None, "b.txt", b"b");
+        let update = FileUpdate {
+            title: Some("b.txt".into()),
+            ..Default::default()
+        };
+        m.fail_next("update_file", ApiErrorKind::NameTaken, 1);
+        let target = Entry::file(b.clone());
+        let moved = update_file(m.as_ref(), &a.id, &update, Some(&target))
+            .await
+            .unwrap();
+        assert_eq!(moved.title.as_deref(), Some("b.txt"));
+        assert!(is_temp_name(&title_of(&m, &b.id)), "the target waits aside");
+        // Without a known target there is nothing to make room with.
+        m.fail_next("update_file", ApiErrorKind::NameTaken, 1);
+        let e = update_file(m.as_ref(), &b.id, &update, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ApiErrorKind::NameTaken);
+    }
 
     #[test]
     fn temp_names_are_hidden_unique_and_recognised() {
