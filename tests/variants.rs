@@ -423,10 +423,21 @@ fn assert_same_tree(srv: &Server, m: &Mount, folder: &str) {
 
 #[test]
 fn unique_names_overwrite_mv_cp_r_and_rsync_twice() {
+    overwrite_mv_cp_r_and_rsync_twice(Variant::UniqueNames);
+}
+
+/// The temporary title alone does not free the name while the old file holds the
+/// `fileName`: such an upload takes a temporary `fileName` too (it would fail otherwise).
+#[test]
+fn unique_file_names_overwrite_mv_cp_r_and_rsync_twice() {
+    overwrite_mv_cp_r_and_rsync_twice(Variant::UniqueFileNames);
+}
+
+fn overwrite_mv_cp_r_and_rsync_twice(variant: Variant) {
     if !fuse_available() {
         return;
     }
-    let srv = server(&[Variant::UniqueNames]);
+    let srv = server(&[variant]);
     let u = srv.put_folder(None, "u");
     srv.put_file(Some(&u), "old.txt", b"old\n");
     srv.put_file(Some(&u), "b.txt", b"b before\n");

@@ -44,12 +44,15 @@ pub enum Variant {
     NoMove,
     /// Create and rename answer 409 when the name is taken in that folder.
     UniqueNames,
+    /// Like `unique-names`, and Create File also answers 409 when a file of that folder
+    /// has the same `fileName`.
+    UniqueFileNames,
     /// Timestamps without fractional seconds, `fileSize` as a string.
     StrictTimestamps,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::BareLists,
         Variant::Wrapped,
         Variant::IgnoreFilters,
@@ -59,6 +62,7 @@ impl Variant {
         Variant::PageSize50Echo,
         Variant::NoMove,
         Variant::UniqueNames,
+        Variant::UniqueFileNames,
         Variant::StrictTimestamps,
     ];
 
@@ -73,6 +77,7 @@ impl Variant {
             Variant::PageSize50Echo => "page-size-50-echo",
             Variant::NoMove => "no-move",
             Variant::UniqueNames => "unique-names",
+            Variant::UniqueFileNames => "unique-file-names",
             Variant::StrictTimestamps => "strict-timestamps",
         }
     }
@@ -199,7 +204,26 @@ pub(crate) fn check_file_title(
     )
 }
 
-/// The one check behind both: `sql` finds another object holding the name.
+/// `unique-file-names`: 409 when a file of `folder` already has `file_name`.
+pub(crate) fn check_file_name(
+    c: &Connection,
+    v: Variants,
+    file_name: &str,
+    folder: Option<&str>,
+) -> HttpResult<()> {
+    if !v.has(Variant::UniqueFileNames) {
+        return Ok(());
+    }
+    check_taken(
+        c,
+        v,
+        "SELECT id FROM files WHERE file_name = ?1 AND folder_id IS ?2 AND id IS NOT ?3 LIMIT 1",
+        (file_name, folder, None),
+        "a file with this file name already exists in this folder",
+    )
+}
+
+/// The one check behind all three: `sql` finds another object holding the name.
 fn check_taken(
     c: &Connection,
     v: Variants,
@@ -207,7 +231,7 @@ fn check_taken(
     (name, parent, except): (&str, Option<&str>, Option<&str>),
     conflict: &str,
 ) -> HttpResult<()> {
-    if !v.has(Variant::UniqueNames) {
+    if !(v.has(Variant::UniqueNames) || v.has(Variant::UniqueFileNames)) {
         return Ok(());
     }
     let taken: Option<String> = c
