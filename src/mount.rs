@@ -98,6 +98,16 @@ pub struct MountArgs {
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
 
+    /// With the embedded server (no --api-url): make it speak another plausible shape of
+    /// the API, to try mediafs against it (names as for `mediafs serve --api-variant`; see
+    /// docs/API-VARIANTS.md).
+    #[arg(
+        long = "api-variant",
+        value_name = "NAME[,NAME…]",
+        value_delimiter = ','
+    )]
+    pub api_variants: Vec<String>,
+
     /// How long an upload is retried before close() reports the failure (the data then
     /// waits in the pending area and is retried in the background), in seconds.
     #[arg(long, default_value_t = 60)]
@@ -411,6 +421,9 @@ fn serve_mount_inner(
 
     // The remote: the given API, or the embedded server on a local library.
     let (base_url, token, embedded) = match &args.api_url {
+        Some(_) if !args.api_variants.is_empty() => {
+            bail!("--api-variant applies to the embedded server only (without --api-url)")
+        }
         Some(url) => (url.clone(), read_token(args)?, None),
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -418,6 +431,10 @@ fn serve_mount_inner(
             // No test hooks: nothing another local user can reach changes this server.
             let mut cfg = ServerConfig::local(data_dir.clone(), &token);
             cfg.seed_sample = true;
+            cfg.variants = server::Variants::parse(&args.api_variants).map_err(|e| anyhow!(e))?;
+            if !cfg.variants.is_empty() {
+                info!(variant = %cfg.variants, "the embedded server speaks an API variant");
+            }
             let srv = rt
                 .block_on(server::start(cfg))
                 .context("starting the embedded server")?;
@@ -425,9 +442,11 @@ fn serve_mount_inner(
             (srv.base_url(), token, Some((srv, data_dir)))
         }
     };
-    let client = Arc::new(
-        HttpClient::new(ClientConfig::new(base_url.clone(), token)).map_err(|e| anyhow!("{e}"))?,
-    );
+    let mut client_config = ClientConfig::new(base_url.clone(), token);
+    // One walk of a library whose service ignores list filters serves listings as long
+    // as a listing is trusted.
+    client_config.whole_list_ttl = Duration::from_secs(args.dir_ttl);
+    let client = Arc::new(HttpClient::new(client_config).map_err(|e| anyhow!("{e}"))?);
     rt.block_on(client.probe()).map_err(|e| match e.kind {
         crate::api::ApiErrorKind::Unauthorized => {
             anyhow!("the API rejected the token (HTTP 401): check --token-file / MEDIAFS_TOKEN")

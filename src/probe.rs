@@ -391,6 +391,11 @@ impl Prober {
         let all_folders = items(&fv);
         let served = all_files.len() as u64;
         self.report.largest_page_size = match (count_of(&gv, "pageSize"), count_of(&gv, "total")) {
+            // A service may echo the pageSize asked for and serve fewer: the items served
+            // then tell the real size.
+            (Some(reported), Some(total)) if served > 0 && served < reported.min(total) => {
+                Some(served)
+            }
             (Some(reported), _) => Some(reported.min(asked)),
             (None, Some(total)) if total > served => Some(served),
             _ => None,

@@ -52,6 +52,7 @@ pub fn kind_name(kind: ApiErrorKind) -> &'static str {
         ApiErrorKind::Forbidden => "forbidden",
         ApiErrorKind::NotFound => "not_found",
         ApiErrorKind::Conflict => "conflict",
+        ApiErrorKind::NameTaken => "name_taken",
         ApiErrorKind::TooLarge => "too_large",
         ApiErrorKind::RateLimited => "rate_limited",
         ApiErrorKind::Server => "server",
@@ -200,6 +201,10 @@ impl MediaClient for CountingClient {
         let r = self.inner.read_range(url, offset, len).await;
         self.stats.count("read_range", &r);
         r
+    }
+
+    fn forget_listings(&self) {
+        self.inner.forget_listings();
     }
 }
 

@@ -40,8 +40,11 @@ fn all_ids(srv: &Server) -> BTreeSet<String> {
 /// Runs `mediafs probe --json --write` against `variants`; checks that it leaves the
 /// library as it found it and prints no secret; returns the report.
 fn probe(variants: &[Variant]) -> Value {
-    let srv = server(variants);
-    let before = all_ids(&srv);
+    probe_of(&server(variants))
+}
+
+fn probe_of(srv: &Server) -> Value {
+    let before = all_ids(srv);
     assert!(before.len() > 5, "the sample library is there");
     let work = tempfile::tempdir().unwrap();
     let token_file = work.path().join("token");
@@ -64,7 +67,7 @@ fn probe(variants: &[Variant]) -> Value {
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let w = &report["write"];
     assert_eq!(w["leftovers"], Value::Array(vec![]), "{report:#}");
-    assert_eq!(all_ids(&srv), before, "--write left the library changed");
+    assert_eq!(all_ids(srv), before, "--write left the library changed");
     let root: Vec<_> = srv
         .remote_folders(None)
         .into_iter()
@@ -141,6 +144,18 @@ fn probe_reports_page_size_50() {
     assert_eq!(r["largestPageSize"], 50, "{r:#}");
     let fields = r["pagingFields"].as_array().unwrap();
     assert!(!fields.iter().any(|f| f == "lastPage"), "{fields:?}");
+}
+
+/// A service that echoes the `pageSize` asked for while serving 50: the items of a full
+/// page tell the real size.
+#[test]
+fn probe_reports_page_size_50_echoed() {
+    let srv = server(&[Variant::PageSize50Echo]);
+    for i in 0..60 {
+        srv.put_file(None, &format!("f{i:02}"), b"x");
+    }
+    let r = probe_of(&srv);
+    assert_eq!(r["largestPageSize"], 50, "{r:#}");
 }
 
 #[test]
@@ -371,4 +386,380 @@ fn everyday_commands_with_no_move() {
 #[test]
 fn everyday_commands_with_ignore_filters() {
     everyday_commands(&[Variant::IgnoreFilters]);
+}
+
+/// Variants together, as a real service may combine them.
+#[test]
+fn everyday_commands_with_wrapped_bare_lists_and_strict_timestamps() {
+    everyday_commands(&[
+        Variant::Wrapped,
+        Variant::BareLists,
+        Variant::StrictTimestamps,
+    ]);
+}
+
+/// Overwrite and `mv` onto a name make room first (see docs/API-VARIANTS.md).
+#[test]
+fn everyday_commands_with_unique_names_and_more() {
+    everyday_commands(&[
+        Variant::UniqueNames,
+        Variant::Created201,
+        Variant::Delete204,
+        Variant::PageSize50,
+    ]);
+}
+
+/// Names shown by the mount and held by the service: one remote file per name, with the
+/// bytes the mount shows, and no temporary name left behind.
+fn assert_same_tree(srv: &Server, m: &Mount, folder: &str) {
+    let id = remote_folder(srv, None, folder).id;
+    let remote = remote_tree(srv, Some(&id));
+    assert!(
+        !remote.keys().any(|k| k.contains(".mediafs-")),
+        "a temporary name is left: {remote:#?}"
+    );
+    assert_eq!(remote, local_tree(&m.p(folder)), "{folder}");
+}
+
+#[test]
+fn unique_names_overwrite_mv_cp_r_and_rsync_twice() {
+    overwrite_mv_cp_r_and_rsync_twice(Variant::UniqueNames);
+}
+
+/// The temporary title alone does not free the name while the old file holds the
+/// `fileName`: such an upload takes a temporary `fileName` too (it would fail otherwise).
+#[test]
+fn unique_file_names_overwrite_mv_cp_r_and_rsync_twice() {
+    overwrite_mv_cp_r_and_rsync_twice(Variant::UniqueFileNames);
+}
+
+fn overwrite_mv_cp_r_and_rsync_twice(variant: Variant) {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[variant]);
+    let u = srv.put_folder(None, "u");
+    srv.put_file(Some(&u), "old.txt", b"old\n");
+    srv.put_file(Some(&u), "b.txt", b"b before\n");
+    let m = Mount::new(&srv, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // Overwrite by the shell, by cp, and a new file (created empty, then written).
+    sh(m.path(), "echo replaced > u/old.txt");
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "old.txt",
+        &sha256(b"replaced\n"),
+        30
+    ));
+    let big = write_random_file(&w.join("big"), 250_000, 7);
+    sh(m.path(), &format!("cp {}/big u/old.txt", w.display()));
+    assert!(wait_landed(&srv, Some(&u), "old.txt", &big, 30));
+    assert_eq!(sha256_file(&m.p("u/old.txt")), big);
+    sh(m.path(), "echo fresh > u/new.txt");
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "new.txt",
+        &sha256(b"fresh\n"),
+        30
+    ));
+    assert_eq!(sh(m.path(), "cat u/new.txt"), "fresh\n");
+
+    // mv onto an existing name.
+    sh(m.path(), "mv u/new.txt u/b.txt");
+    assert_eq!(sh(m.path(), "cat u/b.txt"), "fresh\n");
+    assert!(remote_files_named(&srv, Some(&u), "new.txt").is_empty());
+    assert_eq!(
+        remote_sha256(&srv, &remote_file(&srv, Some(&u), "b.txt").id),
+        sha256(b"fresh\n")
+    );
+    assert_eq!(sh(m.path(), "ls u"), "b.txt\nold.txt\n");
+    assert_same_tree(&srv, &m, "u");
+
+    // cp -r of a tree, then again over it with changed files.
+    let tree = w.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    write_random_file(&tree.join("one.bin"), 70_000, 8);
+    write_random_file(&tree.join("sub/two.bin"), 3_000, 9);
+    sh(m.path(), &format!("cp -r {} c", tree.display()));
+    write_random_file(&tree.join("one.bin"), 50_000, 10);
+    write_random_file(&tree.join("sub/two.bin"), 4_000, 11);
+    sh(m.path(), &format!("cp -r {}/. c/", tree.display()));
+    sh(m.path(), &format!("diff -r {} c", tree.display()));
+    assert_same_tree(&srv, &m, "c");
+
+    // rsync -a twice: the second run replaces changed files by temp file + rename.
+    sh(m.path(), &format!("rsync -a {}/ r/", tree.display()));
+    write_random_file(&tree.join("one.bin"), 60_000, 12);
+    std::fs::write(tree.join("sub/two.bin"), b"short now\n").unwrap();
+    sh(m.path(), &format!("rsync -a {}/ r/", tree.display()));
+    sh(m.path(), &format!("diff -r {} r", tree.display()));
+    assert_same_tree(&srv, &m, "r");
+    assert_eq!(
+        remote_tree(&srv, Some(&remote_folder(&srv, None, "r").id)),
+        local_tree(&tree)
+    );
+
+    let log = m.log_text();
+    assert!(
+        log.contains("the service refuses duplicate names"),
+        "the variant is logged once it is seen"
+    );
+    assert_eq!(
+        log.matches("the service refuses duplicate names").count(),
+        1,
+        "logged once"
+    );
+}
+
+/// With `ignore-filters`, `ls -R` of a tree costs one walk of the library, not one per
+/// directory.
+#[test]
+fn ignore_filters_lists_a_tree_with_one_walk() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::IgnoreFilters]);
+    let top = srv.put_folder(None, "top");
+    let mut want = 0;
+    for i in 0..6 {
+        let d = srv.put_folder(Some(&top), &format!("d{i}"));
+        let e = srv.put_folder(Some(&d), "e");
+        srv.put_file(Some(&d), "f.txt", format!("{i}\n").as_bytes());
+        srv.put_file(Some(&e), "g.txt", b"g\n");
+        want += 2;
+    }
+    let m = Mount::new(&srv, &["--dir-ttl", "120"]);
+    srv.reset_stats();
+    let listed = sh(m.path(), "ls -R top");
+    assert_eq!(listed.matches("f.txt").count(), 6, "{listed}");
+    assert_eq!(listed.matches("g.txt").count(), 6, "{listed}");
+    let folders = srv.route_calls("GET /api/v1/media-manager/folders");
+    let files = srv.route_calls("GET /api/v1/media-manager/files");
+    assert!(
+        folders <= 2 && files <= 2,
+        "{want} directories listed with {folders} folder and {files} file list calls (one walk each expected)"
+    );
+    // The mount's own change shows at once (the walk is not reused after it).
+    sh(m.path(), "echo new > top/d0/e/h.txt");
+    assert_eq!(sh(m.path(), "ls top/d0/e"), "g.txt\nh.txt\n");
+    // Another client's change shows after SIGHUP, which drops the walk too.
+    let d1 = remote_folder(&srv, Some(&top), "d1").id;
+    sh(m.path(), &format!("kill -HUP {}", m.pid()));
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || sh(
+            m.path(),
+            "ls top/d1"
+        ) == "e\nf.txt\n"),
+        "a walk of the library after the mount's own change"
+    );
+    srv.put_file(Some(&d1), "other.txt", b"o\n");
+    sh(m.path(), &format!("kill -HUP {}", m.pid()));
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || sh(
+            m.path(),
+            "ls top/d1"
+        )
+            == "e\nf.txt\nother.txt\n"),
+        "SIGHUP shows the change"
+    );
+}
+
+/// A service that echoes the `pageSize` asked for while serving 50 items a page.
+#[test]
+fn listing_with_an_echoed_page_size_is_complete() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::PageSize50Echo]);
+    let many = srv.put_folder(None, "many");
+    for i in 0..120 {
+        srv.put_file(
+            Some(&many),
+            &format!("f{i:03}"),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let m = Mount::new(&srv, &[]);
+    let listed = sh(m.path(), "ls many");
+    let want: Vec<String> = (0..120).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want);
+}
+
+/// An overwrite on a unique-names service interrupted by a crash (the old file's delete, or
+/// the rename to the final name, failed and the daemon died) ends on the next mount.
+#[test]
+fn unique_names_overwrite_interrupted_by_a_crash_ends_after_remount() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::UniqueNames]);
+    let u = srv.put_folder(None, "u");
+    srv.put_file(Some(&u), "a.txt", b"a before\n");
+    srv.put_file(Some(&u), "b.txt", b"b before\n");
+    let mut m = Mount::new(&srv, &[]);
+    assert_eq!(sh(m.path(), "cat u/a.txt u/b.txt"), "a before\nb before\n");
+
+    // a.txt: the new bytes land under a temporary title, the old file stays.
+    srv.set_faults(serde_json::json!({
+        "errorRate": 1.0, "errorStatus": 400, "route": "DELETE /api/v1/media-manager/files/{id}"
+    }));
+    sh(m.path(), "echo a after > u/a.txt");
+    // b.txt: the old file goes, the new one keeps its temporary title.
+    srv.set_faults(serde_json::json!({
+        "errorRate": 1.0, "errorStatus": 400, "route": "PATCH /api/v1/media-manager/files/{id}"
+    }));
+    sh(m.path(), "echo b after > u/b.txt");
+    let titles: Vec<String> = srv
+        .remote_files(Some(&u))
+        .iter()
+        .map(file_name_of)
+        .collect();
+    assert_eq!(
+        titles.iter().filter(|t| t.starts_with(".mediafs-")).count(),
+        2,
+        "both new versions wait under a temporary title: {titles:?}"
+    );
+    m.kill();
+    srv.clear_faults();
+    m.remount();
+
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "a.txt",
+        &sha256(b"a after\n"),
+        30
+    ));
+    assert!(wait_landed(
+        &srv,
+        Some(&u),
+        "b.txt",
+        &sha256(b"b after\n"),
+        30
+    ));
+    assert!(wait_until(std::time::Duration::from_secs(30), || srv
+        .remote_files(Some(&u))
+        .len()
+        == 2));
+    assert_same_tree(&srv, &m, "u");
+    assert_eq!(sh(m.path(), "cat u/a.txt u/b.txt"), "a after\nb after\n");
+}
+
+/// `mediafs mount DIR --api-variant NAME` (no `--api-url`): the embedded server speaks the
+/// variant, so one command tries mediafs against it.
+#[test]
+fn mount_of_the_embedded_server_takes_an_api_variant() {
+    if !fuse_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mp = tempfile::tempdir().unwrap();
+    let log = work.path().join("mediafs.log");
+    let mount = |extra: &[&str]| {
+        Command::new(bin())
+            .arg("mount")
+            .arg(mp.path())
+            .arg("--data-dir")
+            .arg(work.path().join("library"))
+            .arg("--cache-dir")
+            .arg(work.path().join("cache"))
+            .arg("--log-file")
+            .arg(&log)
+            .args(extra)
+            .env("MEDIAFS_LOG", "info")
+            .env_remove("MEDIAFS_API_URL")
+            .env_remove("MEDIAFS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let bad = mount(&["--api-variant", "nope"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("unknown API variant \"nope\""), "{stderr}");
+    let remote = mount(&[
+        "--api-variant",
+        "wrapped",
+        "--api-url",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(!remote.status.success());
+    let stderr = String::from_utf8_lossy(&remote.stderr);
+    assert!(stderr.contains("embedded server only"), "{stderr}");
+
+    let ok = mount(&["--api-variant", "unique-names,wrapped"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let m = mp.path();
+    let result = std::panic::catch_unwind(|| {
+        sh(
+            m,
+            "echo one > t.txt && echo two > t.txt && cp t.txt u.txt && mv u.txt t.txt",
+        );
+        assert_eq!(sh(m, "cat t.txt"), "two\n");
+        assert_eq!(
+            sh(m, "ls t.txt u.txt 2>&1 || true"),
+            "ls: cannot access 'u.txt': No such file or directory\nt.txt\n"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("variant=wrapped,unique-names"), "{text}");
+        assert!(
+            text.contains("the service refuses duplicate names"),
+            "{text}"
+        );
+    });
+    let _ = Command::new(bin()).arg("unmount").arg(m).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// An overwrite of a file still open for reading on a unique-names service: the reader
+/// keeps the old bytes, the mount shows the new ones, and the new file takes the name on
+/// the service once the reader closes (the old file's delete waits for it).
+#[test]
+fn unique_names_overwrite_of_a_file_being_read() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = server(&[Variant::UniqueNames]);
+    let u = srv.put_folder(None, "u");
+    let old = pseudo_random(200_000, 21);
+    srv.put_file(Some(&u), "r.bin", &old);
+    let m = Mount::new(&srv, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let new = write_random_file(&work.path().join("new"), 100_000, 22);
+    let script = format!(
+        "import hashlib, subprocess\n\
+         f = open('u/r.bin', 'rb')\n\
+         head = f.read(1000)\n\
+         subprocess.run(['cp', '{}/new', 'u/r.bin'], check=True)\n\
+         print(hashlib.sha256(open('u/r.bin', 'rb').read()).hexdigest())\n\
+         print(hashlib.sha256(head + f.read()).hexdigest())\n\
+         f.close()\n",
+        work.path().display()
+    );
+    std::fs::write(work.path().join("read.py"), script).unwrap();
+    let out = sh(
+        m.path(),
+        &format!("python3 {}/read.py", work.path().display()),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [new.as_str(), sha256(&old).as_str()],
+        "new bytes shown, old kept for the reader"
+    );
+    assert!(wait_landed(&srv, Some(&u), "r.bin", &new, 30));
+    assert!(wait_until(std::time::Duration::from_secs(30), || srv
+        .remote_files(Some(&u))
+        .len()
+        == 1));
+    assert_same_tree(&srv, &m, "u");
 }

@@ -19,6 +19,9 @@ pub enum ApiErrorKind {
     NotFound,
     /// 409 (for example deleting a folder that is not empty).
     Conflict,
+    /// 409 to a create or a rename: the name is taken in that folder (a service with
+    /// unique names). Callers that can make room retry; elsewhere it is `EEXIST`.
+    NameTaken,
     /// 413: upload over the service's size limit.
     TooLarge,
     /// 429 after all retries.
@@ -101,6 +104,7 @@ impl ApiError {
             }
             ApiErrorKind::NotFound => libc::ENOENT,
             ApiErrorKind::Conflict => libc::ENOTEMPTY,
+            ApiErrorKind::NameTaken => libc::EEXIST,
             ApiErrorKind::TooLarge => libc::EFBIG,
             // `mv` copies and deletes instead.
             ApiErrorKind::MoveIgnored => libc::EXDEV,
@@ -111,6 +115,17 @@ impl ApiError {
             | ApiErrorKind::Local
             | ApiErrorKind::Other => libc::EIO,
         }
+    }
+
+    /// A 409 answered to a create or a rename means the name is taken, not a non-empty
+    /// folder: the calls that create or rename pass their results through here.
+    pub fn name_taken_on_conflict<T>(result: ApiResult<T>) -> ApiResult<T> {
+        result.map_err(|mut e| {
+            if e.kind == ApiErrorKind::Conflict {
+                e.kind = ApiErrorKind::NameTaken;
+            }
+            e
+        })
     }
 
     /// True for failures that another attempt may cure. The one place that decides it: the
@@ -204,5 +219,17 @@ mod tests {
             ApiError::new(ApiErrorKind::Transport, "reset").errno(),
             libc::EIO
         );
+    }
+
+    #[test]
+    fn a_conflict_on_create_or_rename_is_a_taken_name() {
+        let conflict: ApiResult<()> =
+            Err(ApiError::new(ApiErrorKind::Conflict, "taken").with_status(409));
+        let e = ApiError::name_taken_on_conflict(conflict).unwrap_err();
+        assert_eq!((e.kind, e.status), (ApiErrorKind::NameTaken, Some(409)));
+        assert_eq!(e.errno(), libc::EEXIST);
+        let other: ApiResult<()> = Err(ApiError::new(ApiErrorKind::NotFound, "gone"));
+        let e = ApiError::name_taken_on_conflict(other).unwrap_err();
+        assert_eq!(e.kind, ApiErrorKind::NotFound);
     }
 }

@@ -284,6 +284,10 @@ impl MediaClient for FaultyClient {
         self.around(Op::ReadRange, None, Some((offset, len)), run)
             .await
     }
+
+    fn forget_listings(&self) {
+        self.inner.forget_listings();
+    }
 }
 
 #[cfg(test)]

@@ -233,7 +233,7 @@ fn error(kind: ApiErrorKind, message: impl Into<String>) -> ApiError {
         ApiErrorKind::Unauthorized => Some(401),
         ApiErrorKind::Forbidden | ApiErrorKind::UrlExpired => Some(403),
         ApiErrorKind::NotFound => Some(404),
-        ApiErrorKind::Conflict => Some(409),
+        ApiErrorKind::Conflict | ApiErrorKind::NameTaken => Some(409),
         ApiErrorKind::TooLarge => Some(413),
         ApiErrorKind::RateLimited => Some(429),
         ApiErrorKind::Server => Some(503),

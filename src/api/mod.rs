@@ -68,4 +68,7 @@ pub trait MediaClient: Send + Sync + 'static {
     /// Reads `len` bytes at `offset` from a signed URL. Returns fewer bytes only at the end
     /// of the file. An expired or altered URL gives [`ApiErrorKind::UrlExpired`].
     async fn read_range(&self, url: &str, offset: u64, len: u64) -> ApiResult<Bytes>;
+
+    /// Drops whatever listings the client itself keeps (SIGHUP). Wrappers forward it.
+    fn forget_listings(&self) {}
 }

@@ -83,7 +83,9 @@ impl Kind {
             | Kind::NotPermitted
             | Kind::CrossDevice => Level::INFO,
             Kind::Remote(ApiErrorKind::NotFound) => Level::DEBUG,
-            Kind::Remote(ApiErrorKind::Conflict | ApiErrorKind::InvalidInput) => Level::INFO,
+            Kind::Remote(
+                ApiErrorKind::Conflict | ApiErrorKind::NameTaken | ApiErrorKind::InvalidInput,
+            ) => Level::INFO,
             _ => Level::WARN,
         }
     }

@@ -7,6 +7,7 @@
 //!   over [`namespace`], the inode tree with lookup counts and `forget`;
 //! - [`entry`]: the core's own entry type, converted once from the API's wire types;
 //! - [`attr`] and [`xattr`]: attributes and extended attributes of an entry;
+//! - [`name_taken`]: overwrites and renames onto a name on a service with unique names;
 //! - [`names`]: remote names ↔ POSIX names, escaping and the duplicate rule;
 //! - [`files`] and [`handles`]: open files and the handle table; [`readers`]: open
 //!   readers per remote file (a replaced file is deleted after its last reader);
@@ -23,6 +24,7 @@ pub mod files;
 pub mod filesystem;
 pub mod handles;
 pub mod local_attrs;
+pub mod name_taken;
 pub mod names;
 pub mod namespace;
 pub mod read;

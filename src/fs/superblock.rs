@@ -20,6 +20,7 @@ use crate::fs::config::FsConfig;
 use crate::fs::entry::{Entry, FileEntry, FolderEntry};
 use crate::fs::error::{Error, Result};
 use crate::fs::local_attrs::{LocalAttrs, Stored};
+use crate::fs::name_taken;
 use crate::fs::names;
 use crate::fs::namespace::{Ino, Inode, Namespace};
 use crate::fs::read::Reader;
@@ -464,6 +465,7 @@ impl Superblock {
     /// SIGHUP: every listing is fetched again on next use.
     pub fn invalidate_all(&self) {
         self.lock().invalidate_all();
+        self.client.forget_listings();
     }
 
     // ----- transactions ---------------------------------------------------------------
@@ -618,11 +620,16 @@ impl Superblock {
                     name: Some(new_remote.clone()),
                     parent_id: moved.then(|| plan.new_folder.clone()),
                 };
-                let folder = self
-                    .client
-                    .update_folder(&f.id, &update)
-                    .await
-                    .map_err(|e| Error::api(context(), e))?;
+                let target = self.entry_of(plan.target);
+                let folder = name_taken::update_folder(
+                    self.client.as_ref(),
+                    &f.id,
+                    &update,
+                    target.as_ref(),
+                    plan.new_folder.as_deref(),
+                )
+                .await
+                .map_err(|e| Error::api(context(), e))?;
                 Entry::folder(folder)
             }
             Entry::File(f) => {
@@ -631,11 +638,11 @@ impl Superblock {
                     folder_id: moved.then(|| plan.new_folder.clone()),
                     ..Default::default()
                 };
-                let file = self
-                    .client
-                    .update_file(&f.id, &update)
-                    .await
-                    .map_err(|e| Error::api(context(), e))?;
+                let target = self.entry_of(plan.target);
+                let file =
+                    name_taken::update_file(self.client.as_ref(), &f.id, &update, target.as_ref())
+                        .await
+                        .map_err(|e| Error::api(context(), e))?;
                 Entry::file(file)
             }
             Entry::Local { created, .. } => Entry::Local {
@@ -764,6 +771,11 @@ impl Superblock {
             target,
             new_folder,
         })))
+    }
+
+    /// The entry of `ino`, if still known.
+    fn entry_of(&self, ino: Option<Ino>) -> Option<Entry> {
+        ino.and_then(|i| self.lock().get(i).map(|inode| inode.entry.clone()))
     }
 
     pub fn inode_count(&self) -> usize {

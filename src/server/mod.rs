@@ -124,8 +124,9 @@ pub struct ServeArgs {
     pub fault_route: Option<String>,
 
     /// Behave like another plausible shape of the API (comma-separated or repeated):
-    /// bare-lists, wrapped, ignore-filters, created-201, delete-204, page-size-50, no-move,
-    /// unique-names, strict-timestamps. See docs/API-VARIANTS.md.
+    /// bare-lists, wrapped, ignore-filters, created-201, delete-204, page-size-50,
+    /// page-size-50-echo, no-move, unique-names, unique-file-names, strict-timestamps. See
+    /// docs/API-VARIANTS.md.
     #[arg(
         long = "api-variant",
         value_name = "NAME[,NAME…]",

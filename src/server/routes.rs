@@ -488,6 +488,7 @@ async fn create_file(State(st): St, body: Body) -> HttpResult<Response> {
         .call(move |c| {
             let r = &insert_row;
             variants::check_file_title(c, v, &r.title, r.folder_id.as_deref(), None)?;
+            variants::check_file_name(c, v, &r.file_name, r.folder_id.as_deref())?;
             db::insert_file(c, r)
         })
         .await;

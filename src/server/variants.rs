@@ -38,24 +38,31 @@ pub enum Variant {
     Delete204,
     /// `pageSize` is capped at 50 without notice and `lastPage` is absent.
     PageSize50,
+    /// Like `page-size-50`, and the answer's `pageSize` echoes the one asked for.
+    PageSize50Echo,
     /// Update File/Folder ignore `folderId`/`parentId` (200, object not moved).
     NoMove,
     /// Create and rename answer 409 when the name is taken in that folder.
     UniqueNames,
+    /// Like `unique-names`, and Create File also answers 409 when a file of that folder
+    /// has the same `fileName`.
+    UniqueFileNames,
     /// Timestamps without fractional seconds, `fileSize` as a string.
     StrictTimestamps,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 11] = [
         Variant::BareLists,
         Variant::Wrapped,
         Variant::IgnoreFilters,
         Variant::Created201,
         Variant::Delete204,
         Variant::PageSize50,
+        Variant::PageSize50Echo,
         Variant::NoMove,
         Variant::UniqueNames,
+        Variant::UniqueFileNames,
         Variant::StrictTimestamps,
     ];
 
@@ -67,8 +74,10 @@ impl Variant {
             Variant::Created201 => "created-201",
             Variant::Delete204 => "delete-204",
             Variant::PageSize50 => "page-size-50",
+            Variant::PageSize50Echo => "page-size-50-echo",
             Variant::NoMove => "no-move",
             Variant::UniqueNames => "unique-names",
+            Variant::UniqueFileNames => "unique-file-names",
             Variant::StrictTimestamps => "strict-timestamps",
         }
     }
@@ -140,7 +149,7 @@ impl Variants {
     pub(crate) fn max_page_size(self, default: u64) -> u64 {
         if self.has(Variant::BareLists) {
             BARE_LIST_PAGE
-        } else if self.has(Variant::PageSize50) {
+        } else if self.has(Variant::PageSize50) || self.has(Variant::PageSize50Echo) {
             default.min(CAPPED_PAGE)
         } else {
             default
@@ -195,7 +204,26 @@ pub(crate) fn check_file_title(
     )
 }
 
-/// The one check behind both: `sql` finds another object holding the name.
+/// `unique-file-names`: 409 when a file of `folder` already has `file_name`.
+pub(crate) fn check_file_name(
+    c: &Connection,
+    v: Variants,
+    file_name: &str,
+    folder: Option<&str>,
+) -> HttpResult<()> {
+    if !v.has(Variant::UniqueFileNames) {
+        return Ok(());
+    }
+    check_taken(
+        c,
+        v,
+        "SELECT id FROM files WHERE file_name = ?1 AND folder_id IS ?2 AND id IS NOT ?3 LIMIT 1",
+        (file_name, folder, None),
+        "a file with this file name already exists in this folder",
+    )
+}
+
+/// The one check behind all three: `sql` finds another object holding the name.
 fn check_taken(
     c: &Connection,
     v: Variants,
@@ -203,7 +231,7 @@ fn check_taken(
     (name, parent, except): (&str, Option<&str>, Option<&str>),
     conflict: &str,
 ) -> HttpResult<()> {
-    if !v.has(Variant::UniqueNames) {
+    if !(v.has(Variant::UniqueNames) || v.has(Variant::UniqueFileNames)) {
         return Ok(());
     }
     let taken: Option<String> = c
@@ -231,6 +259,8 @@ pub(crate) async fn layer(State(st): State<Arc<AppState>>, req: Request, next: N
     let path = req.uri().path();
     let is_list = method == Method::GET && (path.ends_with("/folders") || path.ends_with("/files"));
     let mut req = req;
+    // The pageSize asked for, echoed by `page-size-50-echo`.
+    let asked = is_list.then(|| asked_page_size(req.uri())).flatten();
     if is_list {
         rewrite_list_query(&mut req, v);
     }
@@ -241,7 +271,14 @@ pub(crate) async fn layer(State(st): State<Arc<AppState>>, req: Request, next: N
         };
     }
     let resp = next.run(req).await;
-    reshape(resp, v, &method, is_list).await
+    reshape(resp, v, &method, is_list, asked).await
+}
+
+fn asked_page_size(uri: &Uri) -> Option<u64> {
+    uri.query()?
+        .split('&')
+        .find_map(|p| p.strip_prefix("pageSize="))
+        .and_then(|n| n.parse().ok())
 }
 
 /// `ignore-filters` drops the parent filter, `bare-lists` asks for everything in one
@@ -299,7 +336,13 @@ fn error_body(status: StatusCode, message: &str) -> Response {
 }
 
 /// Rewrites an API answer: envelope, status code, timestamps.
-async fn reshape(resp: Response, v: Variants, method: &Method, is_list: bool) -> Response {
+async fn reshape(
+    resp: Response,
+    v: Variants,
+    method: &Method,
+    is_list: bool,
+    asked: Option<u64>,
+) -> Response {
     let status = resp.status();
     let is_json = resp
         .headers()
@@ -326,8 +369,11 @@ async fn reshape(resp: Response, v: Variants, method: &Method, is_list: bool) ->
         if is_list && v.has(Variant::BareLists) {
             m.retain(|k, _| k == "data");
         }
-        if is_list && v.has(Variant::PageSize50) {
+        if is_list && (v.has(Variant::PageSize50) || v.has(Variant::PageSize50Echo)) {
             m.remove("lastPage");
+        }
+        if let (true, true, Some(n)) = (is_list, v.has(Variant::PageSize50Echo), asked) {
+            m.insert("pageSize".into(), n.into());
         }
         if v.has(Variant::StrictTimestamps) {
             for value in m.values_mut() {
@@ -440,6 +486,8 @@ mod tests {
         assert_eq!(Variants::none().max_page_size(100), 100);
         let capped = Variants::none().with(Variant::PageSize50);
         assert_eq!(capped.max_page_size(100), 50);
+        let echo = Variants::none().with(Variant::PageSize50Echo);
+        assert_eq!(echo.max_page_size(100), 50);
         let bare = Variants::none().with(Variant::BareLists);
         assert!(bare.max_page_size(100) > 100_000);
     }

@@ -15,7 +15,7 @@
 //!
 //! Modules: [`response`] (status → error, bounded reads), [`paging`] (list walks), [`cdn`]
 //! (Range reads of signed URLs), [`create_file`] (the streamed upload and its stall
-//! detector).
+//! detector), [`whole`] (the whole-library walk of a service that ignores list filters).
 
 mod cdn;
 mod create_file;
@@ -23,6 +23,7 @@ mod paging;
 mod response;
 #[cfg(test)]
 mod tests;
+mod whole;
 
 use std::fmt;
 use std::path::Path;
@@ -74,6 +75,10 @@ pub struct ClientConfig {
     /// Most entries one listing (the files or folders of one folder) may have; a walk that
     /// announces or delivers more fails with a `Decode` error naming the limit.
     pub max_list_entries: u64,
+    /// How long one walk of the whole library serves every folder's listing, once the
+    /// service is seen to ignore the list filters (changes made through this client end it
+    /// at once). Zero (the default): a walk per listing; a mount sets its `--dir-ttl`.
+    pub whole_list_ttl: Duration,
 }
 
 impl ClientConfig {
@@ -91,6 +96,7 @@ impl ClientConfig {
             upload_timeout: None,
             max_response_bytes: 64 << 20,
             max_list_entries: 1_000_000,
+            whole_list_ttl: Duration::ZERO,
         }
     }
 
@@ -114,6 +120,7 @@ impl fmt::Debug for ClientConfig {
             .field("upload_timeout", &self.upload_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_list_entries", &self.max_list_entries)
+            .field("whole_list_ttl", &self.whole_list_ttl)
             .finish()
     }
 }
@@ -134,6 +141,7 @@ pub struct HttpClient {
     auth: HeaderValue,
     config: ClientConfig,
     policy: RetryPolicy,
+    whole: whole::WholeLists,
 }
 
 impl fmt::Debug for HttpClient {
@@ -234,6 +242,7 @@ impl HttpClient {
             host,
             auth,
             config,
+            whole: whole::WholeLists::default(),
         })
     }
 
@@ -387,14 +396,13 @@ impl HttpClient {
 #[async_trait]
 impl MediaClient for HttpClient {
     async fn list_folders(&self, parent: &Parent) -> ApiResult<Vec<Folder>> {
-        self.list_all(
-            "/folders",
-            "parentId",
-            parent,
-            |f: &Folder| &f.id,
-            |f: &Folder| f.parent_id.as_deref(),
-        )
-        .await
+        let kind = whole::ListKind {
+            path: "/folders",
+            filter: "parentId",
+            id_of: |f: &Folder| &f.id,
+            parent_of: |f: &Folder| f.parent_id.as_deref(),
+        };
+        self.list_children(&kind, &self.whole.folders, parent).await
     }
 
     async fn get_folder(&self, id: &str) -> ApiResult<Folder> {
@@ -414,7 +422,9 @@ impl MediaClient for HttpClient {
             &body,
             Idempotency::NotIdempotent,
         )?;
-        self.call_data(call).await
+        let answer = ApiError::name_taken_on_conflict(self.call_data(call).await);
+        self.whole.changed();
+        answer
     }
 
     async fn update_folder(&self, id: &str, update: &FolderUpdate) -> ApiResult<Folder> {
@@ -426,23 +436,27 @@ impl MediaClient for HttpClient {
             update,
             Idempotency::Idempotent,
         )?;
-        crate::api::moves::check_folder(self, id, update, self.call_data(call).await?).await
+        let answer = ApiError::name_taken_on_conflict(self.call_data(call).await);
+        self.whole.changed();
+        crate::api::moves::check_folder(self, id, update, answer?).await
     }
 
     async fn delete_folder(&self, id: &str) -> ApiResult<()> {
-        self.delete(self.url(&["folders", id]), "/folders/{id}")
-            .await
+        let done = self
+            .delete(self.url(&["folders", id]), "/folders/{id}")
+            .await;
+        self.whole.changed();
+        done
     }
 
     async fn list_files(&self, folder: &Parent) -> ApiResult<Vec<MediaFile>> {
-        self.list_all(
-            "/files",
-            "folderId",
-            folder,
-            |f: &MediaFile| &f.id,
-            |f: &MediaFile| f.folder_id.as_deref(),
-        )
-        .await
+        let kind = whole::ListKind {
+            path: "/files",
+            filter: "folderId",
+            id_of: |f: &MediaFile| &f.id,
+            parent_of: |f: &MediaFile| f.folder_id.as_deref(),
+        };
+        self.list_children(&kind, &self.whole.files, folder).await
     }
 
     async fn get_file(&self, id: &str) -> ApiResult<MediaFile> {
@@ -452,10 +466,12 @@ impl MediaClient for HttpClient {
 
     async fn create_file(&self, meta: &NewFile, content: &Path) -> ApiResult<MediaFile> {
         let what = format!("POST {}{API_PREFIX}/files", self.host);
-        retry::run(&self.policy, &what, |n| {
+        let answer = retry::run(&self.policy, &what, |n| {
             self.upload_once(meta, content, &what, n)
         })
-        .await
+        .await;
+        self.whole.changed();
+        ApiError::name_taken_on_conflict(answer)
     }
 
     async fn update_file(&self, id: &str, update: &FileUpdate) -> ApiResult<MediaFile> {
@@ -466,14 +482,22 @@ impl MediaClient for HttpClient {
             update,
             Idempotency::Idempotent,
         )?;
-        crate::api::moves::check_file(self, id, update, self.call_data(call).await?).await
+        let answer = ApiError::name_taken_on_conflict(self.call_data(call).await);
+        self.whole.changed();
+        crate::api::moves::check_file(self, id, update, answer?).await
     }
 
     async fn delete_file(&self, id: &str) -> ApiResult<()> {
-        self.delete(self.url(&["files", id]), "/files/{id}").await
+        let done = self.delete(self.url(&["files", id]), "/files/{id}").await;
+        self.whole.changed();
+        done
     }
 
     async fn read_range(&self, url: &str, offset: u64, len: u64) -> ApiResult<Bytes> {
         self.read_signed(url, offset, len).await
+    }
+
+    fn forget_listings(&self) {
+        self.whole.changed();
     }
 }

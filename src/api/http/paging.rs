@@ -46,16 +46,16 @@ impl HttpClient {
         self.call_decoded(&Call::get(url, path)).await
     }
 
-    /// Walks every page of a listing, keeps the objects whose own parent is `parent` (the
-    /// real API may ignore the filter) and drops duplicates (objects shift between pages when
-    /// the library changes during the walk).
+    /// Walks every page of a listing. The answer is as the service gave it: the caller
+    /// keeps the objects whose own parent is `parent` (the real API may ignore the filter)
+    /// and drops duplicates (objects shift between pages when the library changes during
+    /// the walk).
     pub(super) async fn list_all<T>(
         &self,
         path: &'static str,
         filter: &str,
         parent: &Parent,
         id_of: fn(&T) -> &str,
-        parent_of: fn(&T) -> Option<&str>,
     ) -> ApiResult<Vec<T>>
     where
         T: DeserializeOwned + Send,
@@ -68,10 +68,19 @@ impl HttpClient {
             && first.page_size.is_none()
             && first.last_page.is_none();
         // The server may cap pageSize below what was asked; its own figure decides "short".
-        let size = first
+        let claimed = first
             .page_size
             .filter(|&s| s > 0)
             .unwrap_or(u64::from(self.config.page_size.max(1)));
+        // Unless the first page holds fewer while more are to come (or nothing says how many
+        // are to come): a service may echo the pageSize asked for and serve fewer. The
+        // items it served are then the page size.
+        let served = first.data.len() as u64;
+        let size = if served > 0 && served < claimed && first.total.is_none_or(|t| t > served) {
+            served
+        } else {
+            claimed
+        };
         // The smaller claim wins: a wild `lastPage` next to a sane `total` is not believed.
         let announced = [
             first.last_page,
@@ -185,8 +194,6 @@ impl HttpClient {
             }
         }
 
-        Ok(crate::api::filter::children(
-            items, parent, id_of, parent_of,
-        ))
+        Ok(items)
     }
 }

@@ -22,6 +22,7 @@ use super::{create, failure, recovery};
 use super::{Deletes, PendingInfo, UploadTarget, WriteConfig};
 use crate::api::{ApiError, ApiErrorKind, MediaClient, MediaFile};
 use crate::fs::error::{Error, Result};
+use crate::fs::name_taken::{self, Renames};
 use crate::fs::readers::OpenReaders;
 
 /// A pending upload that landed in the background: the core points the entry at `file`
@@ -61,6 +62,9 @@ pub struct Uploader {
     readers: Arc<OpenReaders>,
     /// Those waiting deletes, recorded durably (retried by the next mount after a crash).
     deletes: Arc<Deletes>,
+    /// Overwrites uploaded under a temporary name (unique-names service), waiting for the
+    /// old file's delete to take the name.
+    renames: Renames,
 }
 
 /// Why a commit failed.
@@ -142,6 +146,9 @@ impl Uploader {
         let deletes = Arc::new(
             Deletes::open(deletes_dir.clone()).map_err(|e| io("creating", &deletes_dir, e))?,
         );
+        let renames_dir = dirs.root.join("renames");
+        let renames =
+            Renames::open(renames_dir.clone()).map_err(|e| io("creating", &renames_dir, e))?;
         let (landed_tx, landed_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new_cyclic(|me| Uploader {
             client,
@@ -160,6 +167,7 @@ impl Uploader {
             background_slots: Semaphore::new(BACKGROUND_UPLOADS),
             readers,
             deletes,
+            renames,
         }))
     }
 
@@ -333,6 +341,13 @@ impl Uploader {
             });
             lock(&self.tasks).push(task.abort_handle());
         }
+        // Overwrites that waited for a delete already done when the daemon died.
+        let me = self.clone();
+        let task = self.runtime.spawn(async move {
+            let waiting = me.deletes.list();
+            name_taken::recover(me.client.as_ref(), &me.renames, &waiting).await;
+        });
+        lock(&self.tasks).push(task.abort_handle());
         // Orphan data files (no sidecar anywhere) are empty by construction: the sidecar is
         // written before the data file is created.
         for dir in [&self.dirs.staging, &self.dirs.pending] {
@@ -489,6 +504,19 @@ impl Uploader {
             &mut ambiguous,
         )
         .await;
+        let result = match (result, target.replaces.as_deref()) {
+            (Err(e), Some(old)) if e.kind == ApiErrorKind::NameTaken => {
+                name_taken::upload_aside(
+                    self.client.as_ref(),
+                    &self.renames,
+                    &meta,
+                    &data_path,
+                    old,
+                )
+                .await
+            }
+            (result, _) => result,
+        };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let file = match result {
             Ok(file) => file,
@@ -632,8 +660,8 @@ impl Uploader {
             attempt += 1;
             let delay = policy.delay(attempt, None);
             match self.client.delete_file(old).await {
-                Ok(()) => return true,
-                Err(e) if e.kind == ApiErrorKind::NotFound => return true,
+                Ok(()) => return self.deleted(old).await,
+                Err(e) if e.kind == ApiErrorKind::NotFound => return self.deleted(old).await,
                 Err(e) if e.is_transient() && started.elapsed() + delay <= retry_for => {
                     tokio::time::sleep(delay).await;
                 }
@@ -647,6 +675,12 @@ impl Uploader {
                 }
             }
         }
+    }
+
+    /// `old` is gone: an overwrite waiting for its name takes it. Always true.
+    async fn deleted(&self, old: &str) -> bool {
+        name_taken::after_delete(self.client.as_ref(), &self.renames, old).await;
+        true
     }
 
     /// After a failed upload: make sure the data is in the pending area and retried.

@@ -96,7 +96,8 @@ async fn post_retries_only_when_surely_unprocessed() {
     for (code, kind, calls) in [
         (500, ApiErrorKind::Server, 1),
         (503, ApiErrorKind::Server, 6),
-        (409, ApiErrorKind::Conflict, 1),
+        // A 409 to a create is a taken name (unique-names), not a non-empty folder.
+        (409, ApiErrorKind::NameTaken, 1),
         (422, ApiErrorKind::InvalidInput, 1),
         (401, ApiErrorKind::Unauthorized, 1),
     ] {

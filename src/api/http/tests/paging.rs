@@ -35,6 +35,19 @@ async fn folders(
             axum::Json(serde_json::json!({"page": page, "pageSize": 2, "data": data}))
                 .into_response()
         }
+        // 120 items served 50 a page while the answer echoes the pageSize asked for
+        // (with `total`, or with no count at all).
+        "echo" | "echo-nototal" => {
+            let all: Vec<_> = (0..120)
+                .map(|i| folder(&format!("e{i:03}"), Some(parent.as_str())))
+                .collect();
+            let data: Vec<_> = all.iter().skip((page - 1) * 50).take(50).cloned().collect();
+            let mut body = serde_json::json!({"page": page, "pageSize": size, "data": data});
+            if parent == "echo" {
+                body["total"] = 120.into();
+            }
+            axum::Json(body).into_response()
+        }
         // 250 items, lastPage given; item 099 shows up again on page 2.
         _ => {
             let all: Vec<_> = (0..250).map(|i| folder(&format!("{i:03}"), None)).collect();
@@ -94,4 +107,31 @@ async fn lists_walk_pages_filter_and_dedup() {
     assert!(auth
         .iter()
         .all(|a| a.as_deref() == Some(&*format!("Bearer {TOKEN}"))));
+}
+
+#[tokio::test]
+async fn a_page_size_echoed_but_not_served_does_not_end_the_walk_early() {
+    let seen = Shared::default();
+    let base = serve(
+        Router::new()
+            .route("/api/v1/media-manager/folders", get(folders))
+            .with_state(seen.clone()),
+    )
+    .await;
+    let c = client(&base);
+    for parent in ["echo", "echo-nototal"] {
+        let before = seen.calls.load(Ordering::SeqCst);
+        let got = c
+            .list_folders(&Parent::Folder(parent.into()))
+            .await
+            .unwrap();
+        let ids: Vec<_> = got.iter().map(|f| f.id.clone()).collect();
+        let want: Vec<_> = (0..120).map(|i| format!("e{i:03}")).collect();
+        assert_eq!(ids, want, "{parent}: every item, in order");
+        assert_eq!(
+            seen.calls.load(Ordering::SeqCst) - before,
+            3,
+            "{parent}: pages of 50, 50, 20"
+        );
+    }
 }
