@@ -22,8 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 
@@ -91,11 +89,10 @@ impl<R: Read> Encoder<R> {
                 e
             }
         })?;
-        let mut out = vec![0; base64_len(want as u64) as usize];
-        let n = STANDARD
-            .encode_slice(&*buf, &mut out)
-            .map_err(io::Error::other)?;
-        debug_assert_eq!(n, out.len());
+        // SIMD encoder: several times faster than the `base64` crate's, and it writes into
+        // an uninitialised buffer (no zeroing pass).
+        let out: Vec<u8> = base64_simd::STANDARD.encode_type(&*buf);
+        debug_assert_eq!(out.len() as u64, base64_len(want as u64));
         self.remaining -= want as u64;
         Ok(Some(Bytes::from(out)))
     }
@@ -234,6 +231,8 @@ pub async fn file_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
     use serde::Serialize;
 
     #[derive(Serialize)]
