@@ -356,10 +356,8 @@ impl UploadParser {
             }
             return Ok(1);
         }
-        let stop = input
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\')
-            .unwrap_or(input.len());
+        // memchr2: the data string is nearly the whole body, so this scan is hot.
+        let stop = memchr::memchr2(b'"', b'\\', input).unwrap_or(input.len());
         self.push_b64(&input[..stop], out)?;
         if stop == input.len() {
             return Ok(stop);
@@ -418,9 +416,22 @@ impl UploadParser {
         if quads.is_empty() {
             return Ok(());
         }
-        B64.decode_vec(quads, out)
+        // The bulk through the SIMD decoder (several times faster; it rejects anything
+        // outside the alphabet, `=` included); a padded last quad through the lenient one.
+        let (bulk, last) = if quads.last() == Some(&b'=') {
+            quads.split_at(quads.len() - 4)
+        } else {
+            (quads, &[][..])
+        };
+        if bulk.last() == Some(&b'=') {
+            return Err(UploadParseError::Base64("characters after padding".into()));
+        }
+        base64_simd::STANDARD
+            .decode_append(bulk, out)
             .map_err(|e| UploadParseError::Base64(e.to_string()))?;
-        if quads.last() == Some(&b'=') {
+        if !last.is_empty() {
+            B64.decode_vec(last, out)
+                .map_err(|e| UploadParseError::Base64(e.to_string()))?;
             self.data_padded = true;
         }
         Ok(())
@@ -544,6 +555,8 @@ mod tests {
         for b64 in [
             "Q",
             "QQ==QUJD",
+            "QQ==QQ==",
+            "QUJDQQ==QQ==",
             "QQ=A",
             "QU*D",
             "QUJD QUJD",
