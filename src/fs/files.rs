@@ -19,6 +19,7 @@ use crate::fs::names;
 use crate::fs::namespace::Ino;
 use crate::fs::read::Reader;
 use crate::fs::superblock::Superblock;
+use crate::fs::tempname;
 use crate::fs::write::{Carry, Landed, StagedFile, UploadTarget, Uploader};
 
 /// What `open` tells the kernel.
@@ -263,12 +264,59 @@ impl OpenFiles {
         Ok((self.sb.attr(ino)?, opened))
     }
 
-    /// flush/fsync: uploads the staged copy if it changed. The upload's result is the result.
+    /// flush (each close of a descriptor): uploads the staged copy if it changed; the
+    /// upload's result is the result. A new file with a temporary name is held back
+    /// instead, for the rename that usually follows (see [`OpenFiles::renamed`]).
     pub async fn flush(&self, fh: u64) -> Result<()> {
         match self.handles.writer(fh) {
+            Ok((_, staged)) if self.hold(&staged) => Ok(()),
             Ok((ino, staged)) => self.commit(ino, &staged).await,
             Err(_) => Ok(()),
         }
+    }
+
+    /// fsync: uploads now, whatever the name (the caller asked for durability).
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        match self.handles.writer(fh) {
+            Ok((ino, staged)) => {
+                staged.unhold();
+                self.commit(ino, &staged).await
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Holds back the upload of `staged` if it is a new file with a temporary name.
+    fn hold(&self, staged: &Arc<StagedFile>) -> bool {
+        let Some(u) = &self.uploader else {
+            return false;
+        };
+        staged.is_dirty()
+            && staged.is_new()
+            && tempname::is_temp_name(&staged.target().name)
+            && u.hold(staged)
+    }
+
+    /// After `ino` was renamed: a held upload of a file that now has its final name goes
+    /// now, under that name, and its result is the rename's result (the bytes stay in the
+    /// pending area if it fails). So is a file whose last writer is gone but that was not
+    /// uploaded yet (its hold ran out during the rename).
+    pub async fn renamed(&self, ino: Ino) -> Result<()> {
+        let Some(staged) = self.sb.lock().get(ino).and_then(|i| i.staged.clone()) else {
+            return Ok(());
+        };
+        if tempname::is_temp_name(&staged.target().name) || staged.is_pending() {
+            return Ok(());
+        }
+        let held = staged.unhold();
+        if !staged.is_dirty() || (!held && self.handles.has_writer(&staged)) {
+            return Ok(());
+        }
+        let result = self.commit(ino, &staged).await;
+        if !self.handles.has_writer(&staged) && !staged.is_dirty() {
+            self.let_go(ino, staged);
+        }
+        result
     }
 
     async fn commit(&self, ino: Ino, staged: &Arc<StagedFile>) -> Result<()> {
@@ -306,7 +354,7 @@ impl OpenFiles {
         };
         // Normally flush already uploaded; this catches writes after the last flush. A
         // failed upload is already in the pending area, retried in the background.
-        let result = if staged.is_pending() {
+        let result = if staged.is_pending() || self.hold(&staged) {
             Ok(())
         } else {
             self.commit(ino, &staged).await

@@ -165,6 +165,9 @@ pub(super) struct State {
     pub last_error: Option<String>,
     /// See [`Sidecar::maybe_landed`].
     pub maybe_landed: bool,
+    /// Its upload is held back for a rename (a new file with a temporary name, see
+    /// [`super::Uploader::hold`]). In memory only: after a crash it uploads at once.
+    pub held: bool,
 }
 
 /// A file open for writing, staged on local disk. `Send + Sync`; all methods take `&self`.
@@ -219,6 +222,7 @@ impl StagedFile {
             released: false,
             last_error: None,
             maybe_landed: false,
+            held: false,
         };
         // Sidecar first: a data file without one is empty by construction.
         let meta_path = dirs.meta_path(loc, id);
@@ -287,6 +291,7 @@ impl StagedFile {
             released: false,
             last_error: sidecar.last_error,
             maybe_landed: sidecar.maybe_landed,
+            held: false,
         };
         Ok(Arc::new_cyclic(|me| StagedFile {
             id,
@@ -363,6 +368,17 @@ impl StagedFile {
     /// In the pending area: a failed upload that the background task retries.
     pub fn is_pending(&self) -> bool {
         self.lock().registered
+    }
+
+    /// Ends a hold ([`super::Uploader::hold`]); true if the upload was held back.
+    pub fn unhold(&self) -> bool {
+        std::mem::take(&mut self.lock().held)
+    }
+
+    /// Never uploaded: a new file whose first upload has not landed.
+    pub fn is_new(&self) -> bool {
+        let st = self.lock();
+        st.target.replaces.is_none() && st.last.is_none()
     }
 
     /// Unlinked while open: nothing will be uploaded.

@@ -29,6 +29,7 @@ fn config(dir: &Path) -> WriteConfig {
         cache_dir: dir.to_path_buf(),
         upload_retry_for: Duration::from_millis(300),
         shutdown_timeout: Duration::from_secs(1),
+        temp_upload_delay: Duration::from_millis(200),
     }
 }
 
