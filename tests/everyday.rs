@@ -790,3 +790,40 @@ fn a_crash_between_upload_and_delete_of_the_old_copy_keeps_the_new_content() {
         assert!(wait_landed(&srv, None, n, &sha256(b"new\n"), 30), "{n}");
     }
 }
+
+/// A temporary name nobody recognised (`draft-1234`): uploaded at close, then renamed
+/// just after. The mount uploads it again under the final name and deletes the copy
+/// under the temporary one, so the service ends with one file, final `fileName` and
+/// MIME type.
+#[test]
+fn a_file_renamed_just_after_its_upload_is_uploaded_again_under_the_new_name() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    // The window (the same flag) is long, so the rename surely falls in it.
+    let m = Mount::new(&srv, &["--temp-upload-delay", "600"]);
+    let local = tempfile::tempdir().unwrap();
+    let sha = write_random_file(&local.path().join("src.jpg"), 200_000, 21);
+    srv.reset_stats();
+    sh(
+        m.path(),
+        &format!(
+            "cp {}/src.jpg draft-1234 && mv draft-1234 final.jpg",
+            local.path().display()
+        ),
+    );
+    assert_saved(&srv, None, "final.jpg", "image/jpeg", &sha);
+    assert_eq!(remote_file_names(&srv, None), ["final.jpg"]);
+    assert_eq!(srv.route_calls(CREATE_FILE), 2, "the upload and the fix");
+    assert_eq!(sha256_file(&m.p("final.jpg")), sha);
+    assert_eq!(sh(m.path(), "ls -A"), "final.jpg\n");
+
+    // Renamed long after its upload (here: off with a zero window): only the title moves.
+    let m2 = Mount::new(&srv, &["--temp-upload-delay", "0"]);
+    srv.reset_stats();
+    sh(m2.path(), "mv final.jpg renamed.jpg");
+    assert_eq!(srv.route_calls(CREATE_FILE), 0);
+    let f = remote_file(&srv, None, "renamed.jpg");
+    assert_eq!(f.upload.unwrap().file_name, "final.jpg");
+}

@@ -370,6 +370,15 @@ impl StagedFile {
         self.lock().registered
     }
 
+    /// Makes a clean copy dirty without changing its bytes: the next commit uploads it
+    /// again (to re-create the remote file under a new name).
+    pub fn mark_changed(&self) -> Result<()> {
+        let mut st = self.lock();
+        self.before_change(&mut st)?;
+        st.generation += 1;
+        Ok(())
+    }
+
     /// Ends a hold ([`super::Uploader::hold`]); true if the upload was held back.
     pub fn unhold(&self) -> bool {
         std::mem::take(&mut self.lock().held)

@@ -177,6 +177,11 @@ impl Uploader {
         }
     }
 
+    /// How long a new file with a temporary name waits for its rename (zero: off).
+    pub fn temp_upload_delay(&self) -> Duration {
+        self.config.temp_upload_delay
+    }
+
     /// The durable record of deferred deletes (shared with the namespace's unlink).
     pub fn deletes(&self) -> Arc<Deletes> {
         self.deletes.clone()
