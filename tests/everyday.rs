@@ -827,3 +827,57 @@ fn a_file_renamed_just_after_its_upload_is_uploaded_again_under_the_new_name() {
     let f = remote_file(&srv, None, "renamed.jpg");
     assert_eq!(f.upload.unwrap().file_name, "final.jpg");
 }
+
+/// sqlite in the mount (default rollback journal, `synchronous=FULL`): every transaction
+/// is correct through the mount and on the service, and the mount uploads no more than
+/// sqlite's fsync points ask for (counted with strace): each upload answers an fsync of a
+/// changed file, or the last close.
+#[test]
+fn sqlite_uploads_only_at_its_fsync_points() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    let trace = tempfile::tempdir().unwrap();
+    let log = trace.path().join("strace.log");
+    srv.reset_stats();
+    sh(
+        m.path(),
+        &format!(
+            r#"strace -f -y -e trace=fsync,fdatasync -o {log} python3 - <<'PY'
+import sqlite3
+db = sqlite3.connect('t.db', isolation_level=None)
+db.execute('create table t (i integer, s text)')
+for i in range(20):
+    db.execute('begin')
+    db.execute('insert into t values (?, ?)', (i, 'row %d' % i))
+    db.execute('commit')
+db.close()
+PY"#,
+            log = log.display()
+        ),
+    );
+    let mount = m.path().display().to_string();
+    let traced = std::fs::read_to_string(&log).unwrap();
+    // fsyncs of files in the mount (sqlite also fsyncs the directory: no upload).
+    let file_syncs = traced
+        .lines()
+        .filter(|l| l.contains(&format!("<{mount}/")) && l.contains(" = 0"))
+        .count() as u64;
+    let creates = srv.route_calls(CREATE_FILE);
+    let deletes = srv.route_calls("DELETE /api/v1/media-manager/files/{id}");
+    eprintln!(
+        "sqlite: 21 transactions, {file_syncs} file fsyncs, {creates} Create File, \
+         {deletes} Delete File calls"
+    );
+    assert!(
+        creates <= file_syncs + 1,
+        "{creates} uploads for {file_syncs} fsyncs:\n{traced}"
+    );
+    let rows = sh(m.path(), "python3 -c \"import sqlite3; print(sqlite3.connect('t.db').execute('select count(*), sum(i) from t').fetchone())\"");
+    assert_eq!(rows, "(20, 190)\n");
+    let f = remote_file(&srv, None, "t.db");
+    assert_eq!(remote_sha256(&srv, &f.id), sha256_file(&m.p("t.db")));
+    assert_eq!(remote_file_names(&srv, None), ["t.db"], "no journal left");
+}
