@@ -361,6 +361,7 @@ impl OpenFiles {
                 return;
             }
         };
+        self.sb.keep_attrs_for_reupload(ino);
         if let Err(e) = staged.mark_changed() {
             warn!(file = %f.name, "could not re-upload under the new name: {e}");
         } else if let Err(e) = self.commit(ino, &staged).await {

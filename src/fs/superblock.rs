@@ -270,6 +270,19 @@ impl Superblock {
         }
     }
 
+    /// The bytes of `ino` are about to be uploaded again unchanged (under a new name):
+    /// its stored attributes, mtime included, go with them as if set on the inode.
+    pub fn keep_attrs_for_reupload(&self, ino: Ino) {
+        let Some(a) = &self.attrs else { return };
+        let mut ns = self.lock();
+        let Some(inode) = ns.get_mut(ino) else { return };
+        let Some(key) = attr_key(&inode.entry) else {
+            return;
+        };
+        let stored = a.get(&key);
+        inode.local = stored.merged(&inode.local);
+    }
+
     /// The remote object of `entry` is gone: so are its local attributes.
     fn forget_attrs(&self, entry: &Entry) {
         if let (Some(a), Some(k)) = (&self.attrs, attr_key(entry)) {
