@@ -52,6 +52,13 @@ pub fn is_temp_name(name: &str) -> bool {
     if prefixed_random(name, "tmp.", 10) {
         return true;
     }
+    // git's loose objects and packs before their rename: `tmp_obj_XXXXXX`, ...
+    if ["tmp_obj_", "tmp_pack_", "tmp_idx_"]
+        .iter()
+        .any(|p| prefixed_random(name, p, 6))
+    {
+        return true;
+    }
     // python tempfile (mkstemp, NamedTemporaryFile): `tmpXXXXXXXX` plus an optional
     // suffix, the random part from `[a-z0-9_]`.
     if let Some(rest) = name.strip_prefix("tmp") {
@@ -95,6 +102,8 @@ mod tests {
             "ziAb12Cd", // zip
             "index.lock",
             "HEAD.lock", // git
+            "tmp_obj_a1B2c3",
+            "tmp_pack_ZZ9x0a",
             "big.iso.part",
             "file.crdownload",
             ".goutputstream-ABC123",
