@@ -378,7 +378,15 @@ impl OpenFiles {
             return Ok(());
         }
         let held = staged.unhold();
-        if !staged.is_dirty() || (!held && self.handles.has_writer(&staged)) {
+        if !staged.is_dirty() {
+            // Uploaded under its old name just before (its hold ran out): again, under
+            // the new one (the old copy is replaced).
+            let name = staged.target().name;
+            if staged.uploaded_name().is_none_or(|n| n == name) {
+                return Ok(());
+            }
+            staged.mark_changed()?;
+        } else if !held && self.handles.has_writer(&staged) {
             return Ok(());
         }
         let result = self.commit(ino, &staged).await;

@@ -384,6 +384,13 @@ impl StagedFile {
         std::mem::take(&mut self.lock().held)
     }
 
+    /// The `fileName` of its last upload by this mount, if any.
+    pub fn uploaded_name(&self) -> Option<String> {
+        let st = self.lock();
+        let last = st.last.as_ref()?;
+        last.upload.as_ref().map(|u| u.file_name.clone())
+    }
+
     /// Never uploaded: a new file whose first upload has not landed.
     pub fn is_new(&self) -> bool {
         let st = self.lock();
