@@ -341,7 +341,8 @@ fn random_operation_sequences_match_a_local_directory() {
         return;
     }
     let srv = Server::start(|_| {});
-    let m = Mount::new(&srv, &[]);
+    // A temp file left by a failed rename reaches the service within the remote check's wait.
+    let m = Mount::new(&srv, &["--temp-upload-delay", "1"]);
     let local = tempfile::tempdir().unwrap();
     // MEDIAFS_MODEL_CASES: more cases for a longer hunt (the default keeps CI fast).
     let cases = std::env::var("MEDIAFS_MODEL_CASES")
