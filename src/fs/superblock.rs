@@ -592,8 +592,9 @@ impl Superblock {
     }
 
     /// rename(2). Onto an existing entry: move first, then delete the old target, so
-    /// there is never a moment where neither exists. Returns the id of a replaced file
-    /// whose delete failed (recorded and hidden; the caller retries it).
+    /// there is never a moment where neither exists; a file not uploaded yet deletes the
+    /// old target only once its upload lands (see `retarget_moved`). Returns the id of a
+    /// replaced file whose delete failed (recorded and hidden; the caller retries it).
     pub async fn rename(
         &self,
         parent: Ino,
