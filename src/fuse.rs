@@ -388,7 +388,7 @@ impl Filesystem for FuseFs {
     ) {
         let fs = self.fs.clone();
         self.spawn("fsync", ino.0, async move {
-            match fs.flush(fh.0).await {
+            match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply_err!(reply, "fsync", e),
             }

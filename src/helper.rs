@@ -40,6 +40,7 @@ const VALUED: &[(&str, &str)] = &[
     ("cache_dir", "--cache-dir"),
     ("upload_retry_secs", "--upload-retry-secs"),
     ("unmount_timeout", "--unmount-timeout"),
+    ("temp_upload_delay", "--temp-upload-delay"),
     ("log_file", "--log-file"),
     ("metrics_addr", "--metrics-addr"),
 ];

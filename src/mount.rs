@@ -113,6 +113,13 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 60)]
     pub upload_retry_secs: u64,
 
+    /// How long the upload of a new file with a temporary name (rsync's `.a.jpg.XXXXXX`,
+    /// `sed -i`'s `sedXXXXXX`, `*.tmp`, ...) waits after close for the rename that gives it
+    /// its final name, in seconds. The rename then uploads it once, under the final name.
+    /// fsync() uploads at once; 0 turns the wait off.
+    #[arg(long, default_value_t = 5)]
+    pub temp_upload_delay: u64,
+
     /// How long unmount waits for uploads still in progress, in seconds.
     #[arg(long, default_value_t = 30)]
     pub unmount_timeout: u64,
@@ -652,6 +659,7 @@ fn core_config(args: &MountArgs, cache_dir: &Path, cache_bytes: u64) -> CoreConf
         let mut wc = WriteConfig::new(cache_dir);
         wc.upload_retry_for = Duration::from_secs(args.upload_retry_secs);
         wc.shutdown_timeout = Duration::from_secs(args.unmount_timeout);
+        wc.temp_upload_delay = Duration::from_secs(args.temp_upload_delay);
         wc
     });
     CoreConfig {

@@ -305,10 +305,13 @@ fn unlinked_open_files_stay_readable_until_closed() {
         wait_until(Duration::from_secs(20), || remote_get(&srv, &id).is_none()),
         "the next mount deletes it"
     );
-    assert!(std::fs::read_dir(m.cache_dir.join("deletes"))
-        .unwrap()
-        .next()
-        .is_none());
+    // The record goes right after the service shows the delete done.
+    assert!(wait_until(Duration::from_secs(10), || std::fs::read_dir(
+        m.cache_dir.join("deletes")
+    )
+    .unwrap()
+    .next()
+    .is_none()));
 }
 
 /// Copy tools with extended attributes: `shutil.copy2`, `cp -a`, `cp --preserve=all`,
@@ -450,4 +453,431 @@ fn replaced_files_whose_delete_fails_are_hidden_and_deleted_later() {
         "delete records left: {:?}",
         left()
     );
+}
+
+const CREATE_FILE: &str = "POST /api/v1/media-manager/files";
+
+/// The one remote file shown as `name` in `folder`, checked through the API: its
+/// `fileName` is `name` too, its MIME type `mime`, its bytes `sha`.
+fn assert_saved(srv: &Server, folder: Option<&str>, name: &str, mime: &str, sha: &str) {
+    let f = remote_file(srv, folder, name);
+    let up = f.upload.as_ref().expect("the file has an upload");
+    assert_eq!(up.file_name, name, "fileName of {name}");
+    assert_eq!(up.mime_type.as_deref(), Some(mime), "mimeType of {name}");
+    assert_eq!(remote_sha256(srv, &f.id), sha, "bytes of {name}");
+}
+
+/// Every file of `folder` on the service, by `fileName`, sorted.
+fn remote_file_names(srv: &Server, folder: Option<&str>) -> Vec<String> {
+    let mut v: Vec<String> = srv
+        .remote_files(folder)
+        .iter()
+        .map(|f| {
+            f.upload
+                .as_ref()
+                .map(|u| u.file_name.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `sed -i` and python's write-a-temp-file-then-`os.replace` end on the service under the
+/// final name, with its MIME type, as one remote file made by one Create File call.
+#[test]
+fn saves_through_a_temp_file_land_under_the_final_name() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    let local = tempfile::tempdir().unwrap();
+    let jpg = local.path().join("src.jpg");
+    let jpg_sha = write_random_file(&jpg, 300_000, 11);
+    let creates = || srv.route_calls(CREATE_FILE);
+
+    std::fs::write(m.p("notes.txt"), b"old line\n").unwrap();
+    srv.reset_stats();
+    sh(m.path(), "sed -i s/old/new/ notes.txt");
+    assert_eq!(creates(), 1, "sed -i: one Create File");
+    assert_saved(
+        &srv,
+        None,
+        "notes.txt",
+        "text/plain",
+        &sha256(b"new line\n"),
+    );
+
+    srv.reset_stats();
+    sh(
+        m.path(),
+        &format!(
+            r#"python3 - <<'PY'
+import os, shutil, tempfile
+fd, tmp = tempfile.mkstemp(dir='.')
+with os.fdopen(fd, 'wb') as f, open('{jpg}', 'rb') as s:
+    shutil.copyfileobj(s, f)
+os.replace(tmp, 'photo.jpg')
+with open('data.txt.tmp', 'w') as f:
+    f.write('data\n')
+os.replace('data.txt.tmp', 'data.txt')
+PY"#,
+            jpg = jpg.display()
+        ),
+    );
+    assert_eq!(creates(), 2, "two saves, two Create File calls");
+    assert_saved(&srv, None, "photo.jpg", "image/jpeg", &jpg_sha);
+    assert_saved(&srv, None, "data.txt", "text/plain", &sha256(b"data\n"));
+    assert_eq!(
+        remote_file_names(&srv, None),
+        ["data.txt", "notes.txt", "photo.jpg"],
+        "no temporary file left on the service"
+    );
+    assert_eq!(sha256_file(&m.p("photo.jpg")), jpg_sha);
+    assert_eq!(sh(m.path(), "ls -A"), "data.txt\nnotes.txt\nphoto.jpg\n");
+}
+
+/// rsync's default temporary names (`.a.jpg.XXXXXX`): a tree copied in, then copied again
+/// over two changed files, ends with one remote file per name, each under its own
+/// `fileName` and MIME type, one Create File per file sent.
+#[test]
+fn rsync_saves_land_under_their_final_names_with_one_upload_each() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let mut shas = std::collections::BTreeMap::new();
+    for (i, (name, mime)) in [
+        ("a.jpg", "image/jpeg"),
+        ("b.txt", "text/plain"),
+        ("sub/c.png", "image/png"),
+        ("sub/d.txt", "text/plain"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sha = write_random_file(&src.join(name), 100_000 + i * 5_000, i as u64);
+        shas.insert(name, (mime, sha));
+    }
+    let rsync = || {
+        sh(
+            local.path(),
+            &format!("rsync -a --stats src/ {}/tree/", m.path().display()),
+        )
+    };
+    let check = |shas: &std::collections::BTreeMap<&str, (&str, String)>| {
+        let tree = remote_folder(&srv, None, "tree").id;
+        let sub = remote_folder(&srv, Some(&tree), "sub").id;
+        for (name, (mime, sha)) in shas {
+            let (folder, base) = match name.strip_prefix("sub/") {
+                Some(b) => (&sub, b),
+                None => (&tree, *name),
+            };
+            assert_saved(&srv, Some(folder), base, mime, sha);
+        }
+        assert_eq!(remote_file_names(&srv, Some(&tree)), ["a.jpg", "b.txt"]);
+        assert_eq!(remote_file_names(&srv, Some(&sub)), ["c.png", "d.txt"]);
+    };
+
+    srv.reset_stats();
+    let out = rsync();
+    assert!(
+        out.contains("Number of regular files transferred: 4"),
+        "{out}"
+    );
+    assert_eq!(srv.route_calls(CREATE_FILE), 4, "one Create File per file");
+    check(&shas);
+
+    for (name, seed) in [("a.jpg", 100), ("sub/d.txt", 101)] {
+        let sha = write_random_file(&src.join(name), 90_000, seed);
+        shas.get_mut(name).unwrap().1 = sha;
+    }
+    srv.reset_stats();
+    let out = rsync();
+    assert!(
+        out.contains("Number of regular files transferred: 2"),
+        "{out}"
+    );
+    assert_eq!(
+        srv.route_calls(CREATE_FILE),
+        2,
+        "one Create File per changed file"
+    );
+    check(&shas);
+}
+
+/// A held temporary file costs nothing when it is deleted; fsync uploads it at once; one
+/// never renamed is uploaded under its own name when the delay runs out, or at unmount.
+#[test]
+fn held_temp_files_upload_on_fsync_delay_or_unmount_and_cost_nothing_when_deleted() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &["--temp-upload-delay", "600"]);
+    srv.reset_stats();
+    sh(m.path(), "echo x > scratch.tmp; rm scratch.tmp");
+    assert_eq!(srv.route_calls(CREATE_FILE), 0, "nothing uploaded");
+    assert_eq!(
+        srv.route_calls("DELETE /api/v1/media-manager/files/{id}"),
+        0
+    );
+
+    sh(
+        m.path(),
+        r#"python3 -c "
+import os
+with open('synced.tmp', 'w') as f:
+    f.write('synced\n')
+    f.flush()
+    os.fsync(f.fileno())
+"
+        echo held > held.tmp"#,
+    );
+    assert_saved(
+        &srv,
+        None,
+        "synced.tmp",
+        "application/octet-stream",
+        &sha256(b"synced\n"),
+    );
+    // Held for 600 s: only unmount can upload it now.
+    assert!(remote_files_named(&srv, None, "held.tmp").is_empty());
+    assert_eq!(sh(m.path(), "cat held.tmp"), "held\n");
+    m.unmount();
+    assert_saved(
+        &srv,
+        None,
+        "held.tmp",
+        "application/octet-stream",
+        &sha256(b"held\n"),
+    );
+
+    let m = Mount::new(&srv, &["--temp-upload-delay", "1"]);
+    sh(m.path(), "echo later > later.tmp");
+    assert!(
+        wait_landed(&srv, None, "later.tmp", &sha256(b"later\n"), 30),
+        "uploaded under its own name once the delay ran out"
+    );
+}
+
+/// An upload that fails at the rename of a save makes `os.replace` report it; the bytes
+/// are kept under the final name and land when the service takes them: while mounted,
+/// and after a SIGKILL of the daemon and a remount.
+#[test]
+fn a_failed_upload_at_rename_is_reported_and_lands_under_the_final_name() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &["--upload-retry-secs", "1"]);
+    let save = |name: &str| {
+        sh(
+            m.path(),
+            &format!(
+                r#"python3 - <<'PY'
+import errno, os, tempfile
+fd, tmp = tempfile.mkstemp(dir='.')
+with os.fdopen(fd, 'wb') as f:
+    f.write(b'{name}\n' * 1000)
+try:
+    os.replace(tmp, '{name}')
+    print('ok')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+PY
+ls -A"#
+            ),
+        )
+    };
+    let fail_uploads = || {
+        srv.set_faults(serde_json::json!({ "errorRate": 1.0, "route": CREATE_FILE }));
+    };
+    let bytes = |name: &str| format!("{name}\n").repeat(1000).into_bytes();
+
+    fail_uploads();
+    let out = save("first.jpg");
+    assert_eq!(
+        out, "EIO\nfirst.jpg\n",
+        "the rename reports the upload failure"
+    );
+    assert_eq!(sha256_file(&m.p("first.jpg")), sha256(&bytes("first.jpg")));
+    assert!(srv.remote_files(None).is_empty());
+    srv.clear_faults();
+    assert!(wait_landed(
+        &srv,
+        None,
+        "first.jpg",
+        &sha256(&bytes("first.jpg")),
+        30
+    ));
+
+    fail_uploads();
+    let out = save("second.jpg");
+    assert_eq!(out, "EIO\nfirst.jpg\nsecond.jpg\n");
+    m.kill();
+    srv.clear_faults();
+    m.remount();
+    assert!(wait_landed(
+        &srv,
+        None,
+        "second.jpg",
+        &sha256(&bytes("second.jpg")),
+        30
+    ));
+    for n in ["first.jpg", "second.jpg"] {
+        assert_saved(&srv, None, n, "image/jpeg", &sha256(&bytes(n)));
+    }
+    assert_eq!(remote_file_names(&srv, None), ["first.jpg", "second.jpg"]);
+    assert_eq!(sh(m.path(), "ls -A"), "first.jpg\nsecond.jpg\n");
+}
+
+/// A SIGKILL between the upload of an overwrite (and of a save renamed over a file) and
+/// the delete of the old copy: after a remount the plain name shows the new content and
+/// the service ends with one remote file per name.
+#[test]
+fn a_crash_between_upload_and_delete_of_the_old_copy_keeps_the_new_content() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &["--dir-ttl", "0", "--attr-ttl", "0"]);
+    sh(m.path(), "echo old > over.txt; echo old > final.txt");
+    // The old copies' deletes hang until the daemon is killed.
+    srv.set_faults(serde_json::json!({
+        "latencyMs": 20000,
+        "route": "DELETE /api/v1/media-manager/files/{id}"
+    }));
+    let writers: Vec<std::process::Child> = [
+        "open('over.txt', 'w').write('new\\n')",
+        "import os; open('final.txt.tmp', 'w').write('new\\n'); os.replace('final.txt.tmp', 'final.txt')",
+    ]
+    .iter()
+    .map(|code| {
+        std::process::Command::new("python3")
+            .args(["-c", code])
+            .current_dir(m.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    })
+    .collect();
+    let both = |n: usize| {
+        remote_files_named(&srv, None, "over.txt").len() == n
+            && remote_files_named(&srv, None, "final.txt").len() == n
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || both(2)),
+        "both new copies uploaded"
+    );
+    m.kill();
+    for mut w in writers {
+        let _ = w.wait();
+    }
+    assert!(both(2), "the old copies are still there");
+    srv.clear_faults();
+    m.remount();
+    assert_eq!(
+        sh(m.path(), "cat over.txt final.txt; ls -A"),
+        "new\nnew\nfinal.txt\nover.txt\n"
+    );
+    for n in ["over.txt", "final.txt"] {
+        assert!(wait_landed(&srv, None, n, &sha256(b"new\n"), 30), "{n}");
+    }
+}
+
+/// A temporary name nobody recognised (`draft-1234`): uploaded at close, then renamed
+/// just after. The mount uploads it again under the final name and deletes the copy
+/// under the temporary one, so the service ends with one file, final `fileName` and
+/// MIME type.
+#[test]
+fn a_file_renamed_just_after_its_upload_is_uploaded_again_under_the_new_name() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    // The window (the same flag) is long, so the rename surely falls in it.
+    let m = Mount::new(&srv, &["--temp-upload-delay", "600"]);
+    let local = tempfile::tempdir().unwrap();
+    let sha = write_random_file(&local.path().join("src.jpg"), 200_000, 21);
+    srv.reset_stats();
+    sh(
+        m.path(),
+        &format!(
+            "cp {}/src.jpg draft-1234 && mv draft-1234 final.jpg",
+            local.path().display()
+        ),
+    );
+    assert_saved(&srv, None, "final.jpg", "image/jpeg", &sha);
+    assert_eq!(remote_file_names(&srv, None), ["final.jpg"]);
+    assert_eq!(srv.route_calls(CREATE_FILE), 2, "the upload and the fix");
+    assert_eq!(sha256_file(&m.p("final.jpg")), sha);
+    assert_eq!(sh(m.path(), "ls -A"), "final.jpg\n");
+
+    // Renamed long after its upload (here: off with a zero window): only the title moves.
+    let m2 = Mount::new(&srv, &["--temp-upload-delay", "0"]);
+    srv.reset_stats();
+    sh(m2.path(), "mv final.jpg renamed.jpg");
+    assert_eq!(srv.route_calls(CREATE_FILE), 0);
+    let f = remote_file(&srv, None, "renamed.jpg");
+    assert_eq!(f.upload.unwrap().file_name, "final.jpg");
+}
+
+/// sqlite in the mount (default rollback journal, `synchronous=FULL`): every transaction
+/// is correct through the mount and on the service, and the mount uploads no more than
+/// sqlite's fsync points ask for (counted with strace): each upload answers an fsync of a
+/// changed file, or the last close.
+#[test]
+fn sqlite_uploads_only_at_its_fsync_points() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    let trace = tempfile::tempdir().unwrap();
+    let log = trace.path().join("strace.log");
+    srv.reset_stats();
+    sh(
+        m.path(),
+        &format!(
+            r#"strace -f -y -e trace=fsync,fdatasync -o {log} python3 - <<'PY'
+import sqlite3
+db = sqlite3.connect('t.db', isolation_level=None)
+db.execute('create table t (i integer, s text)')
+for i in range(20):
+    db.execute('begin')
+    db.execute('insert into t values (?, ?)', (i, 'row %d' % i))
+    db.execute('commit')
+db.close()
+PY"#,
+            log = log.display()
+        ),
+    );
+    let mount = m.path().display().to_string();
+    let traced = std::fs::read_to_string(&log).unwrap();
+    // fsyncs of files in the mount (sqlite also fsyncs the directory: no upload).
+    let file_syncs = traced
+        .lines()
+        .filter(|l| l.contains(&format!("<{mount}/")) && l.contains(" = 0"))
+        .count() as u64;
+    let creates = srv.route_calls(CREATE_FILE);
+    let deletes = srv.route_calls("DELETE /api/v1/media-manager/files/{id}");
+    eprintln!(
+        "sqlite: 21 transactions, {file_syncs} file fsyncs, {creates} Create File, \
+         {deletes} Delete File calls"
+    );
+    assert!(
+        creates <= file_syncs + 1,
+        "{creates} uploads for {file_syncs} fsyncs:\n{traced}"
+    );
+    let rows = sh(m.path(), "python3 -c \"import sqlite3; print(sqlite3.connect('t.db').execute('select count(*), sum(i) from t').fetchone())\"");
+    assert_eq!(rows, "(20, 190)\n");
+    let f = remote_file(&srv, None, "t.db");
+    assert_eq!(remote_sha256(&srv, &f.id), sha256_file(&m.p("t.db")));
+    assert_eq!(remote_file_names(&srv, None), ["t.db"], "no journal left");
 }

@@ -1,7 +1,8 @@
 //! Model-based test: random sequences of file operations applied to a real mount and to a
 //! plain local directory (the model) must end in the same tree with the same bytes, and each
 //! operation must succeed or fail alike (same errno). The remote library, read through the
-//! API, must hold the same tree too.
+//! API, must hold the same tree too, and `stat` must agree on what the mount promises:
+//! mode (chmod), mtime (utimens), size and link count.
 //!
 //! One mount for the whole run; each case works in a fresh subdirectory. A tiny name
 //! alphabet makes creates overwrite, renames collide and replace, and rmdir hit non-empty
@@ -101,7 +102,19 @@ enum Op<T> {
     HeldTruncate(u64),
     /// Closes the held file.
     Release,
+    /// chmod(2) to one of a few modes.
+    Chmod(T, u32),
+    /// utimensat(2): atime and mtime to a fixed second (one of [`FIXED_TIMES`]).
+    Utimens(T, i64),
+    /// Opens a file for reading, unlinks it, reads it all through the open handle, closes.
+    ReadUnlinked(T),
+    /// A save through a temporary file: writes `T.tmp`, closes it, renames it onto `T`.
+    SaveViaTemp(T, Data),
 }
+
+/// The times `Utimens` sets: a file or directory showing one of them on the local disk
+/// must show it on the mount too.
+const FIXED_TIMES: [i64; 2] = [981_173_106, 1_262_304_000];
 
 impl Op<Sel> {
     fn resolve(&self, tree: &BTreeMap<String, Node>) -> Op<String> {
@@ -127,6 +140,10 @@ impl Op<Sel> {
             Op::HeldRead(o, n) => Op::HeldRead(*o, *n),
             Op::HeldTruncate(n) => Op::HeldTruncate(*n),
             Op::Release => Op::Release,
+            Op::Chmod(s, m) => Op::Chmod(r(s, Want::Any), *m),
+            Op::Utimens(s, t) => Op::Utimens(r(s, Want::Any), *t),
+            Op::ReadUnlinked(s) => Op::ReadUnlinked(r(s, Want::File)),
+            Op::SaveViaTemp(s, b) => Op::SaveViaTemp(r(s, Want::File), b.clone()),
         }
     }
 }
@@ -169,6 +186,11 @@ fn op() -> impl Strategy<Value = Op<Sel>> {
         1 => (0u64..6000, 1usize..9000).prop_map(|(o, n)| Op::HeldRead(o, n)),
         1 => (0u64..6000).prop_map(Op::HeldTruncate),
         1 => Just(Op::Release),
+        2 => (sel(), prop::sample::select(vec![0o600u32, 0o640, 0o644, 0o755]))
+            .prop_map(|(p, m)| Op::Chmod(p, m)),
+        2 => (sel(), prop::sample::select(FIXED_TIMES.to_vec())).prop_map(|(p, t)| Op::Utimens(p, t)),
+        1 => sel().prop_map(Op::ReadUnlinked),
+        2 => (sel(), bytes()).prop_map(|(p, b)| Op::SaveViaTemp(p, b)),
     ]
 }
 
@@ -251,6 +273,33 @@ fn apply_inner(
             f.set_len(*n).map_err(errno)?;
         }
         Op::Release => close(held.take().ok_or(libc::EBADF)?)?,
+        Op::Chmod(p, mode) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(under(p), std::fs::Permissions::from_mode(*mode))
+                .map_err(errno)?
+        }
+        Op::Utimens(p, secs) => {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*secs as u64);
+            let times = std::fs::FileTimes::new().set_accessed(t).set_modified(t);
+            // Opened without writing (directories too): set_times is futimens.
+            let f = File::open(under(p)).map_err(errno)?;
+            f.set_times(times).map_err(errno)?;
+            close(f)?
+        }
+        Op::ReadUnlinked(p) => {
+            use std::io::Read as _;
+            let mut f = File::open(under(p)).map_err(errno)?;
+            std::fs::remove_file(under(p)).map_err(errno)?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).map_err(errno)?;
+            close(f)?;
+            return Ok(Some(buf));
+        }
+        Op::SaveViaTemp(p, b) => {
+            let tmp = under(&format!("{p}.tmp"));
+            std::fs::write(&tmp, &b.0).map_err(errno)?;
+            std::fs::rename(&tmp, under(p)).map_err(errno)?
+        }
     }
     Ok(None)
 }
@@ -292,7 +341,8 @@ fn random_operation_sequences_match_a_local_directory() {
         return;
     }
     let srv = Server::start(|_| {});
-    let m = Mount::new(&srv, &[]);
+    // A temp file left by a failed rename reaches the service within the remote check's wait.
+    let m = Mount::new(&srv, &["--temp-upload-delay", "1"]);
     let local = tempfile::tempdir().unwrap();
     // MEDIAFS_MODEL_CASES: more cases for a longer hunt (the default keeps CI fast).
     let cases = std::env::var("MEDIAFS_MODEL_CASES")
@@ -316,6 +366,8 @@ fn random_operation_sequences_match_a_local_directory() {
     let last_case = std::cell::Cell::new(String::new());
     // (succeeded, failed) operations, to show the sequences do more than fail.
     let outcomes = std::cell::Cell::new((0u32, 0u32));
+    // Entries compared with a time set by utimens, and with a mode set by chmod.
+    let kept = std::cell::Cell::new((0u32, 0u32));
 
     let strategy = prop::collection::vec(op(), 20..=40);
     let result = runner.run(&strategy, |ops| {
@@ -367,6 +419,22 @@ fn random_operation_sequences_match_a_local_directory() {
         let want = local_tree(&l);
         let got = local_tree(&r);
         prop_assert_eq!(&got, &want, "tree through the mount ({})", dir);
+        for path in want.keys() {
+            let (ls, ms) = (stat_of(&l.join(path)), stat_of(&r.join(path)));
+            let (t, m) = kept.get();
+            kept.set((
+                t + u32::from(FIXED_TIMES.contains(&ls.mtime)),
+                m + u32::from(![0o644, 0o755].contains(&(ls.mode & 0o7777))),
+            ));
+            prop_assert!(
+                ls.agrees(&ms),
+                "stat of {}/{}: local {:?}, mount {:?}",
+                dir,
+                path,
+                ls,
+                ms
+            );
+        }
         // The library itself, through the API (not the mount's caches), holds it too.
         // The kernel sends release after close() returns, and the old version of a file
         // overwritten while it was open for reading is deleted at that release: allow the
@@ -400,6 +468,12 @@ fn random_operation_sequences_match_a_local_directory() {
         ok > failed,
         "the sequences mostly fail: {ok} ok, {failed} failed"
     );
+    let (times, modes) = kept.get();
+    eprintln!("stat compared on {times} entries with utimens times, {modes} with chmod modes");
+    assert!(
+        times > 0 && modes > 0,
+        "utimens and chmod results were compared"
+    );
 
     // The last case, once more: nothing changed it after its own check.
     let dir = last_case.take();
@@ -411,6 +485,54 @@ fn random_operation_sequences_match_a_local_directory() {
     );
     // And no case left anything behind in the pending area.
     assert!(pending_data(&m.cache_dir).is_empty());
+}
+
+/// The `stat` fields the mount promises to keep as a local disk does.
+#[derive(Debug)]
+struct Stat {
+    mode: u32,
+    /// Files only (a directory's size is the file system's own business).
+    size: Option<u64>,
+    nlink: u64,
+    is_dir: bool,
+    mtime: i64,
+}
+
+fn stat_of(p: &Path) -> Stat {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = std::fs::symlink_metadata(p).unwrap();
+    Stat {
+        mode: md.mode(),
+        size: (!md.is_dir()).then(|| md.size()),
+        nlink: md.nlink(),
+        is_dir: md.is_dir(),
+        mtime: md.mtime(),
+    }
+}
+
+impl Stat {
+    /// Same type and permission bits, size and link count; an mtime set with `Utimens`
+    /// (and not changed since) is the same, any other mtime is not one of those.
+    /// Directories' link counts are compared where the local file system counts
+    /// subdirectories (2 and more).
+    fn agrees(&self, mount: &Stat) -> bool {
+        let fixed = |t: i64| FIXED_TIMES.contains(&t);
+        let nlink_ok = if self.is_dir && self.nlink < 2 {
+            true
+        } else {
+            self.nlink == mount.nlink
+        };
+        let mtime_ok = if fixed(self.mtime) {
+            self.mtime == mount.mtime
+        } else {
+            !fixed(mount.mtime)
+        };
+        self.mode == mount.mode
+            && self.size == mount.size
+            && self.is_dir == mount.is_dir
+            && nlink_ok
+            && mtime_ok
+    }
 }
 
 fn log_tail(log: &str, n: usize) -> String {

@@ -2,8 +2,10 @@
 //! staged copy of the write path), reads, writes, commits on flush and close, and the
 //! release of staged copies once nothing holds them.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::warn;
@@ -12,14 +14,19 @@ use crate::api::ApiErrorKind;
 use crate::err;
 use crate::fs::attr::{Attr, Caller, Change};
 use crate::fs::config::FsConfig;
-use crate::fs::entry::Entry;
+use crate::fs::entry::{Entry, FileEntry};
 use crate::fs::error::{Error, Result};
 use crate::fs::handles::{Handle, Handles, Source};
 use crate::fs::names;
 use crate::fs::namespace::Ino;
 use crate::fs::read::Reader;
 use crate::fs::superblock::Superblock;
+use crate::fs::tempname;
 use crate::fs::write::{Carry, Landed, StagedFile, UploadTarget, Uploader};
+
+/// Files larger than this are not uploaded again when renamed just after their upload
+/// (see [`OpenFiles::renamed`]): the fix would cost a download and an upload.
+const REUPLOAD_MAX_BYTES: u64 = 64 << 20;
 
 /// What `open` tells the kernel.
 pub struct Opened {
@@ -34,6 +41,9 @@ pub struct OpenFiles {
     reader: Arc<Reader>,
     /// `None` on a read-only mount.
     uploader: Option<Arc<Uploader>>,
+    /// Remote files this mount uploaded, by id, with when (only the last
+    /// `temp_upload_delay` matter).
+    recent: Mutex<HashMap<String, Instant>>,
 }
 
 impl OpenFiles {
@@ -48,6 +58,7 @@ impl OpenFiles {
             handles,
             reader,
             uploader,
+            recent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -275,12 +286,126 @@ impl OpenFiles {
         Ok((self.sb.attr(ino)?, opened))
     }
 
-    /// flush/fsync: uploads the staged copy if it changed. The upload's result is the result.
+    /// flush (each close of a descriptor): uploads the staged copy if it changed; the
+    /// upload's result is the result. A new file with a temporary name is held back
+    /// instead, for the rename that usually follows (see [`OpenFiles::renamed`]).
     pub async fn flush(&self, fh: u64) -> Result<()> {
         match self.handles.writer(fh) {
+            Ok((_, staged)) if self.hold(&staged) => Ok(()),
             Ok((ino, staged)) => self.commit(ino, &staged).await,
             Err(_) => Ok(()),
         }
+    }
+
+    /// fsync: uploads now, whatever the name (the caller asked for durability).
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        match self.handles.writer(fh) {
+            Ok((ino, staged)) => {
+                staged.unhold();
+                self.commit(ino, &staged).await
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Holds back the upload of `staged` if it is a new file with a temporary name.
+    fn hold(&self, staged: &Arc<StagedFile>) -> bool {
+        let Some(u) = &self.uploader else {
+            return false;
+        };
+        staged.is_dirty()
+            && staged.is_new()
+            && tempname::is_temp_name(&staged.target().name)
+            && u.hold(staged)
+    }
+
+    /// After `ino` was renamed: a held upload of a file that now has its final name goes
+    /// now, under that name, and its result is the rename's result (the bytes stay in the
+    /// pending area if it fails). So is a file whose last writer is gone but that was not
+    /// uploaded yet (its hold ran out during the rename).
+    ///
+    /// Fallback for temporary names [`tempname`] does not know: a file this mount
+    /// uploaded within the last `temp_upload_delay`, renamed now, still has its old
+    /// `fileName` and `mimeType` on the service; it is uploaded again under the new name
+    /// (its bytes read back through the read path) and the copy under the old name
+    /// deleted (recorded, retried). The rename itself is done either way, so a failure of
+    /// that fix is logged and retried from the pending area, not reported.
+    pub async fn renamed(&self, ino: Ino) -> Result<()> {
+        let (staged, file) = {
+            let ns = self.sb.lock();
+            let Some(i) = ns.get(ino) else { return Ok(()) };
+            let file = match &i.entry {
+                Entry::File(f) => Some(f.clone()),
+                _ => None,
+            };
+            (i.staged.clone(), file)
+        };
+        match (staged, file) {
+            (Some(staged), _) => self.upload_renamed(ino, staged).await,
+            (None, Some(f)) => {
+                self.reupload_if_just_uploaded(ino, f).await;
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    async fn reupload_if_just_uploaded(&self, ino: Ino, f: FileEntry) {
+        let Ok(uploader) = self.check_writable().cloned() else {
+            return;
+        };
+        let window = uploader.temp_upload_delay();
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&f.id)
+            .is_some_and(|t| t.elapsed() <= window);
+        let same_name = f.file_name.as_deref().is_none_or(|n| n == f.name);
+        if !recent || same_name || f.size > REUPLOAD_MAX_BYTES || tempname::is_temp_name(&f.name) {
+            return;
+        }
+        tracing::info!(file = %f.name, "renamed just after its upload: uploading it under the new name");
+        let staged = match self.stage(ino, &uploader, false).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(file = %f.name, "could not re-upload under the new name: {e}");
+                return;
+            }
+        };
+        self.sb.keep_attrs_for_reupload(ino);
+        if let Err(e) = staged.mark_changed() {
+            warn!(file = %f.name, "could not re-upload under the new name: {e}");
+        } else if let Err(e) = self.commit(ino, &staged).await {
+            warn!(file = %f.name, "re-upload under the new name failed (retried): {e}");
+        }
+        if !self.handles.has_writer(&staged) && !staged.is_dirty() {
+            self.let_go(ino, staged);
+        }
+    }
+
+    /// The held (or not yet uploaded) file `staged` was renamed.
+    async fn upload_renamed(&self, ino: Ino, staged: Arc<StagedFile>) -> Result<()> {
+        if tempname::is_temp_name(&staged.target().name) || staged.is_pending() {
+            return Ok(());
+        }
+        let held = staged.unhold();
+        if !staged.is_dirty() {
+            // Uploaded under its old name just before (its hold ran out): again, under
+            // the new one (the old copy is replaced).
+            let name = staged.target().name;
+            if staged.uploaded_name().is_none_or(|n| n == name) {
+                return Ok(());
+            }
+            staged.mark_changed()?;
+        } else if !held && self.handles.has_writer(&staged) {
+            return Ok(());
+        }
+        let result = self.commit(ino, &staged).await;
+        if !self.handles.has_writer(&staged) && !staged.is_dirty() {
+            self.let_go(ino, staged);
+        }
+        result
     }
 
     async fn commit(&self, ino: Ino, staged: &Arc<StagedFile>) -> Result<()> {
@@ -298,6 +423,7 @@ impl OpenFiles {
         if let Some(url) = file.url() {
             self.reader.offer_url(&file.id, url);
         }
+        self.just_uploaded(&file.id);
         self.sb.uploaded(ino, replaced.as_deref(), file);
         Ok(())
     }
@@ -318,7 +444,7 @@ impl OpenFiles {
         };
         // Normally flush already uploaded; this catches writes after the last flush. A
         // failed upload is already in the pending area, retried in the background.
-        let result = if staged.is_pending() {
+        let result = if staged.is_pending() || self.hold(&staged) {
             Ok(())
         } else {
             self.commit(ino, &staged).await
@@ -338,8 +464,22 @@ impl OpenFiles {
         }
     }
 
+    /// Remembers an upload of this mount (for [`OpenFiles::renamed`]).
+    fn just_uploaded(&self, id: &str) {
+        let window = self
+            .uploader
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |u| u.temp_upload_delay());
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, t| t.elapsed() <= window);
+        if !window.is_zero() {
+            recent.insert(id.to_string(), Instant::now());
+        }
+    }
+
     /// A pending upload landed in the background.
     pub fn landed(&self, landed: Landed) {
+        self.just_uploaded(&landed.file.id);
         self.sb.landed(&landed);
         if !self.handles.has_writer(&landed.staged) {
             if let Some(u) = &self.uploader {

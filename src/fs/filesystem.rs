@@ -131,9 +131,15 @@ impl MediaFs {
         self.files.create(parent, name, flags).await
     }
 
-    /// flush and fsync: uploads the staged copy if it changed; the upload's result is the result.
+    /// flush: uploads the staged copy if it changed (or holds back a temporary file's
+    /// upload for its rename); the upload's result is the result.
     pub async fn flush(&self, fh: u64) -> Result<()> {
         self.files.flush(fh).await
+    }
+
+    /// fsync: uploads the staged copy now if it changed.
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        self.files.fsync(fh).await
     }
 
     pub async fn release(&self, fh: u64) -> Result<()> {
@@ -173,7 +179,11 @@ impl MediaFs {
         if let Some(id) = leftover {
             uploader.retry_delete(id);
         }
-        Ok(())
+        // A save through a temporary file: its upload goes now, under the final name.
+        match self.sb.child_of(new_parent, new_name) {
+            Ok(ino) => self.files.renamed(ino).await,
+            Err(_) => Ok(()),
+        }
     }
 
     // ----- extended attributes ----------------------------------------------------------

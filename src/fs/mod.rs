@@ -12,6 +12,7 @@
 //! - [`files`] and [`handles`]: open files and the handle table; [`readers`]: open
 //!   readers per remote file (a replaced file is deleted after its last reader);
 //! - [`read`]: the read path: shared LRU block cache, sequential prefetch, signed-URL refresh;
+//! - [`tempname`]: the temporary-file names of saves through a rename;
 //! - [`write`]: the write path: staging files, uploads, the pending area and its recovery;
 //! - [`error`]: the one error type (errno + message + source + log level).
 
@@ -30,6 +31,7 @@ pub mod namespace;
 pub mod read;
 pub mod readers;
 pub mod superblock;
+pub mod tempname;
 pub mod write;
 pub mod xattr;
 

@@ -271,6 +271,19 @@ impl Superblock {
         }
     }
 
+    /// The bytes of `ino` are about to be uploaded again unchanged (under a new name):
+    /// its stored attributes, mtime included, go with them as if set on the inode.
+    pub fn keep_attrs_for_reupload(&self, ino: Ino) {
+        let Some(a) = &self.attrs else { return };
+        let mut ns = self.lock();
+        let Some(inode) = ns.get_mut(ino) else { return };
+        let Some(key) = attr_key(&inode.entry) else {
+            return;
+        };
+        let stored = a.get(&key);
+        inode.local = stored.merged(&inode.local);
+    }
+
     /// The remote object of `entry` is gone: so are its local attributes.
     fn forget_attrs(&self, entry: &Entry) {
         if let (Some(a), Some(k)) = (&self.attrs, attr_key(entry)) {
@@ -581,8 +594,9 @@ impl Superblock {
     }
 
     /// rename(2). Onto an existing entry: move first, then delete the old target, so
-    /// there is never a moment where neither exists. Returns the id of a replaced file
-    /// whose delete failed (recorded and hidden; the caller retries it).
+    /// there is never a moment where neither exists; a file not uploaded yet deletes the
+    /// old target only once its upload lands (see `retarget_moved`). Returns the id of a
+    /// replaced file whose delete failed (recorded and hidden; the caller retries it).
     pub async fn rename(
         &self,
         parent: Ino,
@@ -669,16 +683,24 @@ impl Superblock {
         };
 
         // A copy being written follows the file to its new place and name.
-        if let Some(s) = &plan.staged {
-            let mut t = s.target();
-            t.parent_folder_id = plan.new_folder.clone();
-            t.name = new_remote.clone();
-            s.retarget(t)?;
-        }
+        let replaced_on_upload = match &plan.staged {
+            Some(s) => self.retarget_moved(s, plan.new_folder.clone(), &new_remote, &target)?,
+            None => None,
+        };
         let mut leftover = None;
         if let Some((entry, staged)) = target {
             if let Some(s) = staged {
                 s.discard();
+            }
+            if replaced_on_upload.is_some() {
+                // Its delete follows the upload of the file moved over it.
+                self.forget_attrs(&entry);
+                self.dir_changed(parent);
+                if new_parent != parent {
+                    self.dir_changed(new_parent);
+                }
+                info!(from = ?name, to = ?new_name, "renamed");
+                return Ok(None);
             }
             let replaced_file = entry.id().filter(|_| !entry.is_dir()).map(str::to_string);
             let result = match entry {
@@ -716,6 +738,32 @@ impl Superblock {
         }
         info!(from = ?name, to = ?new_name, "renamed");
         Ok(leftover)
+    }
+
+    /// Points the staged copy of a moved file at its new place and name. A file never
+    /// uploaded that is moved onto a remote file replaces it when its upload lands (upload
+    /// first, then delete: never a moment with neither); until then the old copy is hidden
+    /// from listings. Returns the id it replaces that way.
+    fn retarget_moved(
+        &self,
+        staged: &Arc<StagedFile>,
+        folder: Option<String>,
+        name: &str,
+        target: &Option<(Entry, Option<Arc<StagedFile>>)>,
+    ) -> Result<Option<String>> {
+        let mut t = staged.target();
+        t.parent_folder_id = folder;
+        t.name = name.to_string();
+        let mut replaced = None;
+        if let Some((Entry::File(old), _)) = target {
+            if staged.is_new() {
+                self.readers.hide(&old.id);
+                t.replaces = Some(old.id.clone());
+                replaced = Some(old.id.clone());
+            }
+        }
+        staged.retarget(t)?;
+        Ok(replaced)
     }
 
     /// Resolves and checks a rename under one lock. `listed`: the target directory's

@@ -73,15 +73,20 @@ pub struct WriteConfig {
     pub upload_retry_for: Duration,
     /// Default wait for uploads in progress at unmount.
     pub shutdown_timeout: Duration,
+    /// How long the upload of a new file with a temporary name ([`crate::fs::tempname`])
+    /// is held back after close, waiting for the rename that gives it its final name.
+    /// Zero: never held.
+    pub temp_upload_delay: Duration,
 }
 
 impl WriteConfig {
-    /// Defaults: retry uploads for 60 s, wait 30 s at unmount.
+    /// Defaults: retry uploads for 60 s, wait 30 s at unmount, hold temp files 5 s.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         WriteConfig {
             cache_dir: cache_dir.into(),
             upload_retry_for: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            temp_upload_delay: Duration::from_secs(5),
         }
     }
 }

@@ -166,6 +166,9 @@ pub(super) struct State {
     pub last_error: Option<String>,
     /// See [`Sidecar::maybe_landed`].
     pub maybe_landed: bool,
+    /// Its upload is held back for a rename (a new file with a temporary name, see
+    /// [`super::Uploader::hold`]). In memory only: after a crash it uploads at once.
+    pub held: bool,
 }
 
 /// A file open for writing, staged on local disk. `Send + Sync`; all methods take `&self`.
@@ -220,6 +223,7 @@ impl StagedFile {
             released: false,
             last_error: None,
             maybe_landed: false,
+            held: false,
         };
         // Sidecar first: a data file without one is empty by construction.
         let meta_path = dirs.meta_path(loc, id);
@@ -288,6 +292,7 @@ impl StagedFile {
             released: false,
             last_error: sidecar.last_error,
             maybe_landed: sidecar.maybe_landed,
+            held: false,
         };
         Ok(Arc::new_cyclic(|me| StagedFile {
             id,
@@ -402,6 +407,33 @@ impl StagedFile {
     /// In the pending area: a failed upload that the background task retries.
     pub fn is_pending(&self) -> bool {
         self.lock().registered
+    }
+
+    /// Makes a clean copy dirty without changing its bytes: the next commit uploads it
+    /// again (to re-create the remote file under a new name).
+    pub fn mark_changed(&self) -> Result<()> {
+        let mut st = self.lock();
+        self.before_change(&mut st)?;
+        st.generation += 1;
+        Ok(())
+    }
+
+    /// Ends a hold ([`super::Uploader::hold`]); true if the upload was held back.
+    pub fn unhold(&self) -> bool {
+        std::mem::take(&mut self.lock().held)
+    }
+
+    /// The `fileName` of its last upload by this mount, if any.
+    pub fn uploaded_name(&self) -> Option<String> {
+        let st = self.lock();
+        let last = st.last.as_ref()?;
+        last.upload.as_ref().map(|u| u.file_name.clone())
+    }
+
+    /// Never uploaded: a new file whose first upload has not landed.
+    pub fn is_new(&self) -> bool {
+        let st = self.lock();
+        st.target.replaces.is_none() && st.last.is_none()
     }
 
     /// Unlinked while open: nothing will be uploaded.

@@ -29,6 +29,7 @@ fn config(dir: &Path) -> WriteConfig {
         cache_dir: dir.to_path_buf(),
         upload_retry_for: Duration::from_millis(300),
         shutdown_timeout: Duration::from_secs(1),
+        temp_upload_delay: Duration::from_millis(200),
     }
 }
 
@@ -971,4 +972,61 @@ async fn crash_during_upload_does_not_duplicate_after_recovery() {
     let files = files_named(&mock, "once.bin");
     assert_eq!(files.len(), 1);
     assert_eq!(sha(&mock.file_bytes(&files[0].id).unwrap()), sha(&data));
+}
+
+/// An uploader whose holds last longer than any test.
+fn env_long_hold() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockClient::new();
+    let mut c = config(dir.path());
+    c.temp_upload_delay = Duration::from_secs(600);
+    let up = Uploader::new(mock.clone(), c, Arc::default()).unwrap();
+    Env {
+        dir,
+        mock,
+        up,
+        landed: Arc::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_held_file_renamed_uploads_once_under_the_final_name() {
+    let e = env_long_hold();
+    let staged = e.up.stage_new(target("sedAb12Cd", None)).unwrap();
+    staged.write_at(0, b"saved").unwrap();
+    assert!(e.up.hold(&staged));
+    assert!(e.mock.files().is_empty(), "held: not uploaded");
+    staged.retarget(target("photo.jpg", None)).unwrap();
+    assert!(staged.unhold());
+    let f = e.up.commit(&staged).await.unwrap();
+    assert_eq!(f.title.as_deref(), Some("photo.jpg"));
+    let up = f.upload.clone().unwrap();
+    assert_eq!(up.file_name, "photo.jpg");
+    assert_eq!(up.mime_type.as_deref(), Some("image/jpeg"));
+    assert_eq!(e.mock.files().len(), 1);
+    assert!(!staged.unhold(), "the hold is over");
+}
+
+#[tokio::test]
+async fn a_held_file_uploads_under_its_name_when_the_delay_runs_out() {
+    let e = env();
+    let staged = e.up.stage_new(target("draft.tmp", None)).unwrap();
+    staged.write_at(0, b"kept").unwrap();
+    assert!(e.up.hold(&staged));
+    wait_for("the held upload", || e.landed.lock().unwrap().len() == 1).await;
+    let (t, f) = e.landed.lock().unwrap()[0].clone();
+    assert_eq!(t.name, "draft.tmp");
+    assert_eq!(f.title.as_deref(), Some("draft.tmp"));
+    assert!(!staged.is_dirty());
+}
+
+#[tokio::test]
+async fn shutdown_uploads_held_files() {
+    let e = env_long_hold();
+    let staged = e.up.stage_new(target("index.lock", None)).unwrap();
+    staged.write_at(0, b"ref").unwrap();
+    assert!(e.up.hold(&staged));
+    let left = e.up.shutdown(Duration::from_secs(5)).await;
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(files_named(&e.mock, "index.lock").len(), 1);
 }

@@ -185,6 +185,11 @@ impl Uploader {
         }
     }
 
+    /// How long a new file with a temporary name waits for its rename (zero: off).
+    pub fn temp_upload_delay(&self) -> Duration {
+        self.config.temp_upload_delay
+    }
+
     /// The durable record of deferred deletes (shared with the namespace's unlink).
     pub fn deletes(&self) -> Arc<Deletes> {
         self.deletes.clone()
@@ -257,6 +262,34 @@ impl Uploader {
             )),
             Err(Failed::Other(e)) => Err(e),
         }
+    }
+
+    /// Holds back the upload of a new file with a temporary name (see
+    /// [`crate::fs::tempname`]): the rename that usually follows uploads it once, under its
+    /// final name. Without a rename it is uploaded after `temp_upload_delay` under the name
+    /// it has then (a landing announced as [`Landed`]). Its bytes wait in the staging area
+    /// meanwhile, where crash recovery finds them. False when holding is off (delay zero,
+    /// or unmounting): the caller commits now.
+    pub fn hold(&self, staged: &Arc<StagedFile>) -> bool {
+        let delay = self.config.temp_upload_delay;
+        if delay.is_zero() || self.is_shutting_down() {
+            return false;
+        }
+        let start = {
+            let mut st = staged.lock();
+            let start = !st.held;
+            st.held = true;
+            start
+        };
+        if start {
+            let task = self
+                .runtime
+                .spawn(upload_held(self.me.clone(), staged.clone(), delay));
+            let mut tasks = lock(&self.tasks);
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task.abort_handle());
+        }
+        true
     }
 
     /// The user of `staged` is done with it (its last handle closed and the namespace let
@@ -373,6 +406,24 @@ impl Uploader {
     pub async fn shutdown(&self, timeout: Duration) -> Vec<PendingInfo> {
         self.shutting_down.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + timeout;
+        // Held uploads go now, under the name they have (their rename did not come).
+        let held: Vec<Arc<StagedFile>> = lock(&self.live)
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|s| s.unhold() && s.is_dirty())
+            .collect();
+        for s in held {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let retry_for = left.min(self.config.upload_retry_for);
+            match tokio::time::timeout(left, self.commit_inner(&s, retry_for)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(Failed::Upload { err, .. })) => {
+                    tracing::warn!(file = %s.target().name, "upload at unmount failed: {err}")
+                }
+                Ok(Err(Failed::Other(e))) => tracing::warn!("{e}"),
+                Err(_) => break,
+            }
+        }
         while self.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -448,7 +499,21 @@ impl Uploader {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let _busy = Busy(&self.inflight);
         let _serial = staged.commit_lock.lock().await;
+        loop {
+            if let Some(done) = self.commit_once(staged, retry_for).await? {
+                return Ok(done);
+            }
+        }
+    }
 
+    /// One upload of `staged`. `None`: the upload was superseded while it ran (the file
+    /// was moved onto another one, which it must replace): the copy just made is gone
+    /// again and the caller uploads once more.
+    async fn commit_once(
+        &self,
+        staged: &StagedFile,
+        retry_for: Duration,
+    ) -> std::result::Result<Option<Committed>, Failed> {
         let (target, generation, target_generation, data_path, size, last, maybe_landed) = {
             let st = staged.lock();
             if st.discarded {
@@ -481,13 +546,19 @@ impl Uploader {
         }
         match last {
             Some(Some(file)) => {
-                return Ok(Committed {
+                return Ok(Some(Committed {
                     file,
                     target,
                     uploaded: false,
-                })
+                }))
             }
-            Some(None) => return self.unchanged(staged, target).await.map_err(Failed::Other),
+            Some(None) => {
+                return self
+                    .unchanged(staged, target)
+                    .await
+                    .map(Some)
+                    .map_err(Failed::Other)
+            }
             None => {}
         }
 
@@ -546,6 +617,22 @@ impl Uploader {
             "upload"
         );
 
+        let superseded = {
+            let mut st = staged.lock();
+            let superseded = !st.discarded && st.target.replaces != target.replaces;
+            if superseded {
+                st.maybe_landed = false;
+            }
+            superseded
+        };
+        if superseded {
+            tracing::debug!(file = %target.name, "moved onto another file while uploading: again");
+            if let Err(e) = self.client.delete_file(&file.id).await {
+                tracing::warn!(file = %target.name, "removing a superseded copy: {e}");
+            }
+            return Ok(None);
+        }
+
         let (discarded, unregister) = {
             let mut st = staged.lock();
             st.last = Some(file.clone());
@@ -580,11 +667,11 @@ impl Uploader {
         if unregister {
             self.unregister(staged.id);
         }
-        Ok(Committed {
+        Ok(Some(Committed {
             file,
             target,
             uploaded: true,
-        })
+        }))
     }
 
     /// Commit of a file never changed since `stage_existing`: nothing to upload; the result
@@ -780,6 +867,32 @@ async fn retry_pending(uploader: Weak<Uploader>, id: Uuid, first_delay: Duration
                 delay = next_delay(&up.config, failures);
             }
         }
+    }
+}
+
+/// The end of a hold ([`Uploader::hold`]) with no rename: upload under the name it has.
+async fn upload_held(uploader: Weak<Uploader>, staged: Arc<StagedFile>, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let Some(up) = uploader.upgrade() else { return };
+    // At unmount, `shutdown` uploads what is still held.
+    if up.is_shutting_down() || !staged.unhold() || !staged.is_dirty() {
+        return;
+    }
+    match up.commit_inner(&staged, up.config.upload_retry_for).await {
+        Ok(done) => {
+            if done.uploaded {
+                let _ = up.landed_tx.send(Landed {
+                    target: done.target,
+                    file: done.file,
+                    staged,
+                });
+            }
+        }
+        Err(Failed::Upload { err, target, .. }) => tracing::warn!(
+            file = %target.name,
+            "upload failed; retried from the pending area: {err}"
+        ),
+        Err(Failed::Other(e)) => tracing::debug!("{e}"),
     }
 }
 
