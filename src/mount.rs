@@ -220,7 +220,12 @@ fn is_dead_mount(path: &Path) -> bool {
     };
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
     let failed = unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0;
-    failed && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+    // ECONNABORTED: the request was in flight when the daemon's end closed.
+    failed
+        && matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        )
 }
 
 /// A mount whose daemon died without auto-unmount answers ENOTCONN ("Transport endpoint
@@ -271,8 +276,18 @@ pub fn crash_guard(mountpoint: &Path) -> i32 {
     use std::io::Read;
     let mut stdin = std::io::stdin();
     while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-    if is_dead_mount(mountpoint) {
-        let _ = umount(mountpoint, true);
+    // A killed process may close this pipe before its /dev/fuse descriptor: until that
+    // one closes too, the mount still looks alive. Watch it for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if is_dead_mount(mountpoint) {
+            let _ = umount(mountpoint, true);
+            break;
+        }
+        if !is_mounted(mountpoint) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     0
 }
