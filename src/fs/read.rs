@@ -470,14 +470,16 @@ impl Shared {
         tokio::spawn(guard.run());
     }
 
-    /// Reads a byte range, refreshing the signed URL before expiry and after rejection.
-    async fn fetch_range(&self, file: &FileState, range: Range<u64>) -> Result<Bytes> {
+    /// Reads a byte range in blocks, refreshing the signed URL before expiry and after
+    /// rejection.
+    async fn fetch_range(&self, file: &FileState, range: Range<u64>) -> Result<Vec<Bytes>> {
         let client = &*self.client;
         let (mut url, mut version) = file.url.get(client, &file.id).await?;
         let mut refreshes = 0;
+        let len = range.end - range.start;
         loop {
             match client
-                .read_range(&url, range.start, range.end - range.start)
+                .read_range_pieces(&url, range.start, len, self.config.block_size)
                 .await
             {
                 Ok(data) => return Ok(data),
@@ -531,7 +533,8 @@ impl RunGuard {
         let results: Vec<BlockResult> = match fetched {
             Ok(data) => {
                 debug!(file_id = %self.file.id, first_block = self.first, last_block = last,
-                       bytes = data.len(), elapsed_ms, prefetch, "block fetch");
+                       bytes = data.iter().map(Bytes::len).sum::<usize>(), elapsed_ms,
+                       prefetch, "block fetch");
                 split_blocks(
                     &self.file.id,
                     data,
@@ -598,14 +601,14 @@ impl Drop for RunGuard {
     }
 }
 
-/// Splits the response of a run into blocks. A response shorter than the file size says
-/// it should be is an error (EIO) for the blocks it does not fully cover, not a silent
-/// truncation. Blocks of a multi-block response are copied out so that evicting one frees
-/// its memory (a slice would pin the whole response).
+/// Checks the pieces of a run's response against its blocks. A response shorter than the
+/// file size says it should be is an error (EIO) for the blocks it does not fully cover,
+/// not a silent truncation. Each piece is its own allocation (see
+/// [`MediaClient::read_range_pieces`]), so evicting a block frees its memory.
 #[allow(clippy::too_many_arguments)]
 fn split_blocks(
     file_id: &str,
-    data: Bytes,
+    pieces: Vec<Bytes>,
     range: &Range<u64>,
     first: u64,
     n: u64,
@@ -614,26 +617,21 @@ fn split_blocks(
     prefetch: bool,
 ) -> Vec<BlockResult> {
     let expected = range.end - range.start;
-    let got = data.len() as u64;
-    if n == 1 && got == expected {
-        return vec![Ok(data)];
-    }
+    let got: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+    let mut pieces = pieces.into_iter();
     (first..first + n)
         .map(|b| {
             let r = block_range(b, bs, size);
-            let lo = r.start - range.start;
-            let hi = r.end - range.start;
-            if hi <= got {
-                Ok(Bytes::copy_from_slice(&data[lo as usize..hi as usize]))
-            } else {
-                Err(FetchFailure {
+            match pieces.next() {
+                Some(p) if p.len() as u64 == r.end - r.start => Ok(p),
+                _ => Err(FetchFailure {
                     kind: Kind::Io,
                     message: format!(
                         "file {file_id}: short read at bytes {}..{}: got {got} of {expected} bytes",
                         range.start, range.end
                     ),
                     prefetch,
-                })
+                }),
             }
         })
         .collect()
