@@ -70,7 +70,8 @@ pub struct MountArgs {
     #[arg(long)]
     pub gid: Option<u32>,
 
-    /// Memory for cached file blocks, shared by all open files: bytes or with a K/M/G suffix.
+    /// Memory for file blocks, cached and being fetched, shared by all open files: bytes or
+    /// with a K/M/G suffix.
     #[arg(long, default_value = "256M")]
     pub cache_size: String,
 
