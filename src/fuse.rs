@@ -2,9 +2,13 @@
 //!
 //! Every request that may touch the network is handed to the tokio runtime and answered
 //! from there, so FUSE worker threads never wait on the network and concurrent readers
-//! of different files progress in parallel.
+//! of different files progress in parallel. Reads of state (lookup, getattr, read-only
+//! open, read) run on the FUSE thread until they first have to wait: what is answered
+//! from memory then costs no handoff to another thread, which on a busy machine is a
+//! wakeup that can wait milliseconds for a core.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -36,10 +40,28 @@ impl FuseFs {
     /// Runs `f` on the runtime inside a span named after the operation.
     fn spawn<F>(&self, op: &'static str, ino: u64, f: F)
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
     {
         let span = tracing::debug_span!("fuse", op, ino);
         self.rt.spawn(f.instrument(span));
+    }
+
+    /// Like [`Self::spawn`], but runs `f` here until it first has to wait, and only then
+    /// on the runtime. For reads of state (lookup, getattr, a read-only open, read), where
+    /// it saves a wakeup of another thread when the answer is in memory; changes keep
+    /// their order through the runtime. The first poll's waker is a no-op; the spawned
+    /// task polls again at once, so a wakeup in between is not lost.
+    fn run_here<F>(&self, op: &'static str, ino: u64, f: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let span = tracing::debug_span!("fuse", op, ino);
+        let mut fut = Box::pin(f.instrument(span));
+        let _rt = self.rt.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if fut.as_mut().poll(&mut cx).is_pending() {
+            self.rt.spawn(fut);
+        }
     }
 }
 
@@ -140,7 +162,7 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.to_owned());
-        self.spawn("lookup", parent.0, async move {
+        self.run_here("lookup", parent.0, async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &to_file_attr(&a), Generation(0)),
                 Err(e) => reply_err!(reply, "lookup", e),
@@ -156,7 +178,7 @@ impl Filesystem for FuseFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.spawn("getattr", ino.0, async move {
+        self.run_here("getattr", ino.0, async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &to_file_attr(&a)),
                 Err(e) => reply_err!(reply, "getattr", e),
@@ -271,7 +293,7 @@ impl Filesystem for FuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.spawn("open", ino.0, async move {
+        let task = async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(o) => {
                     let f = if o.keep_cache {
@@ -283,7 +305,12 @@ impl Filesystem for FuseFs {
                 }
                 Err(e) => reply_err!(reply, "open", e),
             }
-        });
+        };
+        if flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+            self.run_here("open", ino.0, task);
+        } else {
+            self.spawn("open", ino.0, task);
+        }
     }
 
     fn read(
@@ -298,7 +325,7 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.spawn("read", ino.0, async move {
+        self.run_here("read", ino.0, async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply_err!(reply, "read", e),
@@ -521,12 +548,8 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
-    }
-
-    /// No ioctl means anything here. ENOTTY is what a file that takes no ioctls answers
-    /// (isatty() asks on every python open); fuser's default logs a warning per call.
+    /// No ioctls (a `TCGETS` from every `isatty` check lands here): ENOTTY, as a local
+    /// file answers, without fuser's warning per call.
     fn ioctl(
         &self,
         _req: &Request,
@@ -539,6 +562,10 @@ impl Filesystem for FuseFs {
         reply: fuser::ReplyIoctl,
     ) {
         reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

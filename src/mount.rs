@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use sha2::{Digest, Sha256};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{ClientConfig, HttpClient, MediaClient};
 use crate::control;
@@ -75,7 +75,8 @@ pub struct MountArgs {
     #[arg(long)]
     pub gid: Option<u32>,
 
-    /// Memory for cached file blocks, shared by all open files: bytes or with a K/M/G suffix.
+    /// Memory for file blocks, cached and being fetched, shared by all open files: bytes or
+    /// with a K/M/G suffix.
     #[arg(long, default_value = "256M")]
     pub cache_size: String,
 
@@ -567,6 +568,7 @@ fn serve_mount_inner(
         None => base_url.clone(),
     };
     wait_answering(mountpoint)?;
+    raise_readahead(mountpoint, READ_AHEAD_KIB);
     let sources = Arc::new(Sources {
         stats,
         reader,
@@ -710,6 +712,37 @@ fn wait_answering(mountpoint: &Path) -> anyhow::Result<()> {
             "the new mount on {} did not answer within 60 s",
             mountpoint.display()
         ),
+    }
+}
+
+/// Kernel readahead of the mount, in KiB. A FUSE mount starts at 128 KiB, so a sequential
+/// reader reaches the daemon as 128 KiB requests, each a round trip; with a larger window
+/// the kernel sends requests of up to `max_pages` (1 MiB here, from `max_write`) and keeps
+/// several in flight (BENCHMARKS.md).
+const READ_AHEAD_KIB: u64 = 8192;
+
+/// Raises the readahead of the mount's backing device info. Only root may: others keep
+/// the kernel's default (slower sequential reads, nothing else changes).
+fn raise_readahead(mountpoint: &Path, kib: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let current = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if current.is_some_and(|c| c >= kib) {
+        return;
+    }
+    match std::fs::write(&path, format!("{kib}\n")) {
+        Ok(()) => debug!(path, kib, "raised the mount's readahead"),
+        Err(e) => debug!(path, error = %e, "could not raise the mount's readahead"),
     }
 }
 

@@ -206,6 +206,17 @@ impl MediaClient for CountingClient {
     fn forget_listings(&self) {
         self.inner.forget_listings();
     }
+    async fn read_range_pieces(
+        &self,
+        url: &str,
+        offset: u64,
+        len: u64,
+        piece: u64,
+    ) -> ApiResult<Vec<Bytes>> {
+        let r = self.inner.read_range_pieces(url, offset, len, piece).await;
+        self.stats.count("read_range", &r);
+        r
+    }
 }
 
 /// One upload in a report.

@@ -377,6 +377,17 @@ fn getfattr_shows_the_service_fields() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Other namespaces are not supported (ls -l then stops asking for ACLs and SELinux
+    // labels of every entry).
+    for name in ["security.selinux", "system.posix_acl_access"] {
+        let out = sh_out(m.path(), &format!("getfattr -n {name} Album/sunset.jpg"));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -71,4 +71,30 @@ pub trait MediaClient: Send + Sync + 'static {
 
     /// Drops whatever listings the client itself keeps (SIGHUP). Wrappers forward it.
     fn forget_listings(&self) {}
+
+    /// [`Self::read_range`] in pieces of `piece` bytes at fixed offsets from `offset` (the
+    /// last may be shorter), each its own allocation, so a cache can free them one by one.
+    /// The HTTP client fills the pieces straight from the response; this default copies.
+    async fn read_range_pieces(
+        &self,
+        url: &str,
+        offset: u64,
+        len: u64,
+        piece: u64,
+    ) -> ApiResult<Vec<Bytes>> {
+        let data = self.read_range(url, offset, len).await?;
+        Ok(split_pieces(data, piece))
+    }
+}
+
+/// `data` in pieces of `piece` bytes; one piece is handed on without a copy.
+pub fn split_pieces(data: Bytes, piece: u64) -> Vec<Bytes> {
+    let piece = usize::try_from(piece.max(1)).unwrap_or(usize::MAX);
+    if data.is_empty() {
+        Vec::new()
+    } else if data.len() <= piece {
+        vec![data]
+    } else {
+        data.chunks(piece).map(Bytes::copy_from_slice).collect()
+    }
 }

@@ -9,8 +9,9 @@
 //!   [`MAX_REQUEST_BYTES`]) and split.
 //! - Per handle, sequential reads grow a readahead window ([`window`]); random reads fetch
 //!   only what they need.
-//! - Memory: the cache has a byte budget; bytes in flight hold permits of one global
-//!   semaphore (one permit per block); per-handle state is O(1).
+//! - Memory: one byte budget for cached blocks and blocks in flight together; bytes in
+//!   flight hold permits of one global semaphore (one permit per block), and the cache
+//!   keeps what the permits leave; per-handle state is O(1).
 //! - Signed URLs are refreshed before they expire and after the CDN rejects them ([`urls`]).
 
 mod cache;
@@ -46,7 +47,7 @@ const URL_REFRESH_ATTEMPTS: u32 = 3;
 /// Tunables of the read path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadConfig {
-    /// Total bytes of cached blocks, all files together.
+    /// Total bytes of cached blocks and blocks in flight, all files together.
     pub cache_bytes: u64,
     /// Block size (the unit of caching and of fetching).
     pub block_size: u64,
@@ -55,6 +56,7 @@ pub struct ReadConfig {
     /// Prefetched blocks in flight per open handle.
     pub max_inflight_per_handle: usize,
     /// Blocks in flight (demand and prefetch) for the whole mount; bounds fetch buffers.
+    /// Their bytes come out of `cache_bytes` (up to half of it).
     pub max_inflight_total: usize,
 }
 
@@ -76,7 +78,9 @@ impl ReadConfig {
             // waited for the previous to be consumed, and a cold sequential read was about
             // 30% slower (BENCHMARKS.md).
             max_inflight_per_handle: 24,
-            max_inflight_total: 64,
+            // A quarter of the budget, at most 64 MiB: 100 files read at once with a 64 MiB
+            // cache peaked at 212 MiB of RSS while fetch buffers were not counted.
+            max_inflight_total: (cache_bytes / MIB / 4).clamp(1, 64) as usize,
         }
     }
 }
@@ -173,6 +177,10 @@ impl Reader {
             behind: SEQ_BEHIND,
             ahead: SEQ_AHEAD,
         };
+        // What may be in flight is kept free of cached blocks (up to half the budget).
+        let in_flight = (config.max_inflight_total as u64)
+            .saturating_mul(config.block_size)
+            .min(config.cache_bytes / 2);
         let max_run_blocks =
             (MAX_REQUEST_BYTES / config.block_size).clamp(1, config.max_inflight_total as u64);
         let shared = Shared {
@@ -180,7 +188,7 @@ impl Reader {
             params,
             max_run_blocks,
             blocks: Mutex::new(Blocks {
-                cache: BlockCache::new(config.cache_bytes),
+                cache: BlockCache::new(config.cache_bytes.saturating_sub(in_flight)),
                 inflight: HashMap::new(),
             }),
             permits: Arc::new(Semaphore::new(config.max_inflight_total)),
@@ -460,7 +468,8 @@ impl Shared {
     ) {
         let guard = RunGuard {
             shared: Arc::clone(self),
-            file: Arc::clone(&h.file),
+            file_id: Arc::clone(&h.file.id),
+            file: Some(Arc::clone(&h.file)),
             size: h.size,
             first: run.first,
             slots: run.slots,
@@ -470,14 +479,16 @@ impl Shared {
         tokio::spawn(guard.run());
     }
 
-    /// Reads a byte range, refreshing the signed URL before expiry and after rejection.
-    async fn fetch_range(&self, file: &FileState, range: Range<u64>) -> Result<Bytes> {
+    /// Reads a byte range in blocks, refreshing the signed URL before expiry and after
+    /// rejection.
+    async fn fetch_range(&self, file: &FileState, range: Range<u64>) -> Result<Vec<Bytes>> {
         let client = &*self.client;
         let (mut url, mut version) = file.url.get(client, &file.id).await?;
         let mut refreshes = 0;
+        let len = range.end - range.start;
         loop {
             match client
-                .read_range(&url, range.start, range.end - range.start)
+                .read_range_pieces(&url, range.start, len, self.config.block_size)
                 .await
             {
                 Ok(data) => return Ok(data),
@@ -503,7 +514,10 @@ impl Shared {
 /// task is dropped first, so no reader waits forever and no slot stays registered.
 struct RunGuard {
     shared: Arc<Shared>,
-    file: Arc<FileState>,
+    file_id: Arc<str>,
+    /// Let go before the readers are woken: a reader that closes its handle at once must
+    /// find itself the file's last user.
+    file: Option<Arc<FileState>>,
     size: u64,
     first: u64,
     slots: Vec<Arc<Slot>>,
@@ -526,14 +540,17 @@ impl RunGuard {
             .await
             .expect("semaphore never closed");
         let started = Instant::now();
-        let fetched = shared.fetch_range(&self.file, range.clone()).await;
+        let file = Arc::clone(self.file.as_ref().expect("held until complete"));
+        let fetched = shared.fetch_range(&file, range.clone()).await;
+        drop(file);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let results: Vec<BlockResult> = match fetched {
             Ok(data) => {
-                debug!(file_id = %self.file.id, first_block = self.first, last_block = last,
-                       bytes = data.len(), elapsed_ms, prefetch, "block fetch");
+                debug!(file_id = %self.file_id, first_block = self.first, last_block = last,
+                       bytes = data.iter().map(Bytes::len).sum::<usize>(), elapsed_ms,
+                       prefetch, "block fetch");
                 split_blocks(
-                    &self.file.id,
+                    &self.file_id,
                     data,
                     &range,
                     self.first,
@@ -544,7 +561,7 @@ impl RunGuard {
                 )
             }
             Err(e) => {
-                debug!(file_id = %self.file.id, first_block = self.first, last_block = last,
+                debug!(file_id = %self.file_id, first_block = self.first, last_block = last,
                        elapsed_ms, prefetch, error = %e, "block fetch failed");
                 let f = FetchFailure {
                     kind: e.kind,
@@ -562,7 +579,7 @@ impl RunGuard {
         {
             let mut blocks = lock(&self.shared.blocks);
             for (i, (slot, result)) in self.slots.iter().zip(&results).enumerate() {
-                let key = BlockKey::new(&self.file.id, self.first + i as u64);
+                let key = BlockKey::new(&self.file_id, self.first + i as u64);
                 // Not ours any more after invalidate/clear: then the data is not cached.
                 if blocks
                     .inflight
@@ -576,6 +593,7 @@ impl RunGuard {
                 }
             }
         }
+        self.file = None;
         for (slot, result) in self.slots.iter().zip(results) {
             slot.send_replace(Some(result));
         }
@@ -587,7 +605,7 @@ impl Drop for RunGuard {
         if !self.done {
             let failure = FetchFailure {
                 kind: Kind::Io,
-                message: format!("file {}: block fetch cancelled", self.file.id),
+                message: format!("file {}: block fetch cancelled", self.file_id),
                 prefetch: self.prefetch_counter.is_some(),
             };
             self.complete(vec![Err(failure); self.slots.len()]);
@@ -598,14 +616,14 @@ impl Drop for RunGuard {
     }
 }
 
-/// Splits the response of a run into blocks. A response shorter than the file size says
-/// it should be is an error (EIO) for the blocks it does not fully cover, not a silent
-/// truncation. Blocks of a multi-block response are copied out so that evicting one frees
-/// its memory (a slice would pin the whole response).
+/// Checks the pieces of a run's response against its blocks. A response shorter than the
+/// file size says it should be is an error (EIO) for the blocks it does not fully cover,
+/// not a silent truncation. Each piece is its own allocation (see
+/// [`MediaClient::read_range_pieces`]), so evicting a block frees its memory.
 #[allow(clippy::too_many_arguments)]
 fn split_blocks(
     file_id: &str,
-    data: Bytes,
+    pieces: Vec<Bytes>,
     range: &Range<u64>,
     first: u64,
     n: u64,
@@ -614,26 +632,21 @@ fn split_blocks(
     prefetch: bool,
 ) -> Vec<BlockResult> {
     let expected = range.end - range.start;
-    let got = data.len() as u64;
-    if n == 1 && got == expected {
-        return vec![Ok(data)];
-    }
+    let got: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+    let mut pieces = pieces.into_iter();
     (first..first + n)
         .map(|b| {
             let r = block_range(b, bs, size);
-            let lo = r.start - range.start;
-            let hi = r.end - range.start;
-            if hi <= got {
-                Ok(Bytes::copy_from_slice(&data[lo as usize..hi as usize]))
-            } else {
-                Err(FetchFailure {
+            match pieces.next() {
+                Some(p) if p.len() as u64 == r.end - r.start => Ok(p),
+                _ => Err(FetchFailure {
                     kind: Kind::Io,
                     message: format!(
                         "file {file_id}: short read at bytes {}..{}: got {got} of {expected} bytes",
                         range.start, range.end
                     ),
                     prefetch,
-                })
+                }),
             }
         })
         .collect()

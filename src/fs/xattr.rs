@@ -5,6 +5,7 @@ use crate::api::FileUpdate;
 use crate::err;
 use crate::fs::entry::Entry;
 use crate::fs::error::Result;
+use tracing::Level;
 
 pub const NAMES: [&str; 9] = [
     "title",
@@ -81,8 +82,16 @@ pub fn list(entry: &Entry) -> Vec<u8> {
     out
 }
 
-/// `getxattr`.
+/// `getxattr`. Only the `user.` namespace is kept: a name in another one (`ls -l` asks
+/// for `security.selinux` and `system.posix_acl_access` of every entry) is ENOTSUP, which
+/// `ls` remembers per filesystem, so it stops asking; ENODATA would cost two round trips
+/// to the daemon per entry on every `ls -l`.
 pub fn get(entry: &Entry, name: &std::ffi::OsStr) -> Result<Vec<u8>> {
+    if !name.as_encoded_bytes().starts_with(b"user.") {
+        return Err(
+            err!(NotSupported, "no {name:?}: only user.* attributes").with_level(Level::DEBUG)
+        );
+    }
     name.to_str()
         .and_then(|n| n.strip_prefix(PREFIX))
         .and_then(|k| value(entry, k))

@@ -494,7 +494,18 @@ impl MediaClient for HttpClient {
     }
 
     async fn read_range(&self, url: &str, offset: u64, len: u64) -> ApiResult<Bytes> {
-        self.read_signed(url, offset, len).await
+        let mut pieces = self.read_signed(url, offset, len, len).await?;
+        Ok(pieces.pop().unwrap_or_default())
+    }
+
+    async fn read_range_pieces(
+        &self,
+        url: &str,
+        offset: u64,
+        len: u64,
+        piece: u64,
+    ) -> ApiResult<Vec<Bytes>> {
+        self.read_signed(url, offset, len, piece).await
     }
 
     fn forget_listings(&self) {

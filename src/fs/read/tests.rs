@@ -567,3 +567,33 @@ async fn closing_the_last_handle_forgets_the_file_url_state() {
     drop(h2);
     assert!(s.reader.shared.files.lock().unwrap().map.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_in_flight_count_against_the_cache_budget() {
+    // 8 MiB: two blocks may be in flight, so the cache keeps at most 6 MiB.
+    let config = ReadConfig::with_cache_bytes(8 * MIB);
+    assert_eq!(config.max_inflight_total, 2);
+    let s = setup(config);
+    let src = content(16 * MIB + 5, 20);
+    let (_, h) = s.add("budget.bin", &src);
+    let mut got = Vec::new();
+    loop {
+        let b = s
+            .reader
+            .read(&h, got.len() as u64, 128 * 1024)
+            .await
+            .unwrap();
+        if b.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&b);
+        assert!(
+            s.reader.cached_bytes() <= 6 * MIB,
+            "{}",
+            s.reader.cached_bytes()
+        );
+    }
+    assert_eq!(sha(&got), sha(&src));
+    settle().await;
+    assert!(s.reader.cached_bytes() <= 6 * MIB);
+}
