@@ -283,7 +283,7 @@ impl Prober {
         let resp = req
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{label}: {}", e.without_url()))?;
+            .map_err(|e| anyhow::anyhow!("{label}: {}", reason(e)))?;
         let status = resp.status().as_u16();
         self.note_headers(resp.headers());
         self.report
@@ -294,7 +294,7 @@ impl Prober {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| anyhow::anyhow!("{label}: reading the answer: {}", e.without_url()))?;
+            .map_err(|e| anyhow::anyhow!("{label}: reading the answer: {}", reason(e)))?;
         let json = serde_json::from_slice::<Value>(&bytes).ok();
         Ok(Answer { status, json })
     }
@@ -524,10 +524,7 @@ impl Prober {
                 self.report.range_status = Some(s.as_u16());
                 self.report.range_works = Some(s == StatusCode::PARTIAL_CONTENT);
             }
-            Err(e) => self.note(format!(
-                "reading the signed URL failed: {}",
-                e.without_url()
-            )),
+            Err(e) => self.note(format!("reading the signed URL failed: {}", reason(e))),
         }
         Ok(())
     }
@@ -882,4 +879,10 @@ pub fn render(r: &Report) -> String {
         out.push(format!("note: {n}"));
     }
     out.join("\n")
+}
+
+/// A request's failure with its causes ("error sending request: client error (Connect):
+/// tcp connect error: Connection refused"), never its URL: a signed URL must not be shown.
+fn reason(e: reqwest::Error) -> String {
+    format!("{:#}", anyhow::Error::from(e.without_url()))
 }

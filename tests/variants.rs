@@ -230,6 +230,29 @@ fn probe_with_a_wrong_token_fails_clearly() {
     assert!(out.stdout.is_empty());
 }
 
+#[test]
+fn probe_of_a_closed_port_says_why() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, "kpt_whatever").unwrap();
+    let out = Command::new(bin())
+        .args(["probe", "--api-url", &format!("http://127.0.0.1:{port}")])
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("kpt_whatever"), "{stderr}");
+}
+
 // ---------------------------------------------------------------- mounts
 
 /// Everyday commands on a mount, each result checked through the mount and the API.
