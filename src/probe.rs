@@ -884,5 +884,5 @@ pub fn render(r: &Report) -> String {
 /// A request's failure with its causes ("error sending request: client error (Connect):
 /// tcp connect error: Connection refused"), never its URL: a signed URL must not be shown.
 fn reason(e: reqwest::Error) -> String {
-    format!("{:#}", anyhow::Error::from(e.without_url()))
+    crate::api::http::describe(&e.without_url())
 }

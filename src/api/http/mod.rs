@@ -21,6 +21,8 @@ mod cdn;
 mod create_file;
 mod paging;
 mod response;
+
+pub(crate) use response::describe;
 #[cfg(test)]
 mod tests;
 mod whole;
@@ -44,7 +46,7 @@ use super::types::{
 };
 use super::MediaClient;
 use response::Idempotency;
-use response::{decode, describe, origin, read_capped, status_failure, transport_failure};
+use response::{decode, origin, read_capped, status_failure, transport_failure};
 
 /// The path every API call lives under.
 pub const API_PREFIX: &str = "/api/v1/media-manager";

@@ -43,7 +43,7 @@ pub(super) fn origin(url: &Url) -> String {
 }
 
 /// The error chain of a reqwest error, without its URL.
-pub(super) fn describe(err: &reqwest::Error) -> String {
+pub(crate) fn describe(err: &reqwest::Error) -> String {
     let mut text = String::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
