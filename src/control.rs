@@ -206,33 +206,17 @@ pub fn render(st: &Status) -> String {
             "read-write"
         }
     ));
-    // Every upload not yet on the service is pending, including the ones being sent right
-    // now: each is listed once, marked when it is being sent.
-    let sending = |u: &UploadInfo| {
-        st.uploads_in_flight
-            .iter()
-            .any(|f| f.name == u.name && f.size == u.size)
-    };
-    let unlisted: Vec<&UploadInfo> = st
-        .uploads_in_flight
-        .iter()
-        .filter(|f| {
-            !st.pending_uploads
-                .iter()
-                .any(|u| f.name == u.name && f.size == u.size)
-        })
-        .collect();
+    let unfinished = st.unfinished();
     out.push_str(&format!(
         "  uploads:   {} pending ({} being sent now)\n",
-        st.pending_uploads.len() + unlisted.len(),
+        unfinished.len(),
         st.uploads_in_flight.len()
     ));
-    for u in &st.pending_uploads {
-        let state = if sending(u) { "uploading" } else { "pending" };
-        out.push_str(&upload_line(state, u));
-    }
-    for u in unlisted {
-        out.push_str(&upload_line("uploading", u));
+    for (u, sending) in unfinished {
+        out.push_str(&upload_line(
+            if sending { "uploading" } else { "pending" },
+            u,
+        ));
     }
     let rate = st
         .cache

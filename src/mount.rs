@@ -823,18 +823,15 @@ fn umount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
 pub fn unmount(mountpoint: &Path) -> i32 {
     let dead = is_dead_mount(mountpoint);
     // Asked before the unmount: afterwards the daemon may no longer answer.
-    let unfinished = if dead {
-        Vec::new()
+    let status = if dead {
+        None
     } else {
-        control::query(mountpoint)
-            .map(|s| [s.pending_uploads, s.uploads_in_flight].concat())
-            .unwrap_or_default()
+        control::query(mountpoint).ok()
     };
-    // A pending upload being retried is also in flight: name it once.
-    let mut seen = std::collections::HashSet::new();
-    let unfinished: Vec<_> = unfinished
-        .into_iter()
-        .filter(|u| seen.insert((u.name.clone(), u.size)))
+    let unfinished: Vec<_> = status
+        .iter()
+        .flat_map(|s| s.unfinished())
+        .map(|(u, _)| u)
         .collect();
     match umount(mountpoint, dead) {
         Ok(()) => {

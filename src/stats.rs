@@ -274,6 +274,22 @@ pub struct Status {
     pub errors_by_request: Vec<ErrorCount>,
 }
 
+impl Status {
+    /// Every upload not on the service yet, once each (a pending upload being sent is also
+    /// in flight), with whether it is being sent now: pending ones first.
+    pub fn unfinished(&self) -> Vec<(&UploadInfo, bool)> {
+        let same = |a: &UploadInfo, b: &UploadInfo| a.name == b.name && a.size == b.size;
+        let sending = |u: &UploadInfo| self.uploads_in_flight.iter().any(|f| same(f, u));
+        let pending = self.pending_uploads.iter().map(|u| (u, sending(u)));
+        let only_in_flight = self
+            .uploads_in_flight
+            .iter()
+            .filter(|f| !self.pending_uploads.iter().any(|u| same(f, u)))
+            .map(|f| (f, true));
+        pending.chain(only_in_flight).collect()
+    }
+}
+
 /// What a report is made of.
 pub struct Sources {
     pub stats: Arc<Stats>,
