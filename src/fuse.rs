@@ -564,6 +564,32 @@ impl Filesystem for FuseFs {
         reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
+    /// No symlinks (the service has none). `git init` probes for them; fuser's default
+    /// answers EPERM too, but with a warning each time.
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+
+    /// No hard links (a remote file has one name). git tries link() before rename() for
+    /// every object it writes; fuser's default answers EPERM too, but with a warning each.
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }
