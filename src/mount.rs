@@ -125,7 +125,8 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 30)]
     pub unmount_timeout: u64,
 
-    /// Log file when running in the background (default: mediafs.log in the cache dir).
+    /// Log file (default: standard error with --foreground, mediafs.log in the cache dir
+    /// in the background).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
 
@@ -317,7 +318,11 @@ pub fn run(args: MountArgs) -> i32 {
     // Under mediafs's own PID 1 init the daemon must stay in the foreground: the init exits
     // (and the namespace with it) when its child does.
     if args.foreground || crate::init::under_init() {
-        let _ = crate::init_logging(None);
+        // Standard error, unless a log file is named (systemd and container setups do).
+        if let Err(e) = crate::init_logging(args.log_file.as_deref()) {
+            eprintln!("mediafs: log file: {e:#}");
+            return 2;
+        }
         return match serve_mount(args, mountpoint, None) {
             Ok(()) => 0,
             Err(e) => {

@@ -489,6 +489,28 @@ fn a_non_empty_mountpoint_is_refused_unless_asked_for() {
     assert_eq!(std::fs::read(mp.join("local.txt")).unwrap(), b"local");
 }
 
+#[test]
+fn a_foreground_mount_logs_to_the_log_file_it_is_given() {
+    if !fuse_available() {
+        return;
+    }
+    let server = Server::start(|_| {});
+    let s = Setup::new();
+    let bin_dir = tools_dir(s.work.path(), SCRIPT_TOOLS);
+    let mp = s.path("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let log_file = s.path("named.log");
+    let log_arg = log_file.display().to_string();
+    let args = s.mount_args(&server, &mp, "cache", &["--log-file", &log_arg]);
+    let mut d = Daemon::start(&args, &mp, &bin_dir, s.path("stderr"));
+    std::fs::write(mp.join("x.txt"), b"x").unwrap();
+    d.signal(libc::SIGTERM);
+    d.wait_exit(Duration::from_secs(60));
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(logged.contains("x.txt"), "log file:\n{logged}");
+    assert!(!d.log_text().contains("x.txt"), "stderr:\n{}", d.log_text());
+}
+
 /// Runs `mediafs ARGS` and returns (exit code, stdout, stderr).
 fn run_mediafs(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).output().unwrap();
