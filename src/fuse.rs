@@ -291,10 +291,10 @@ impl Filesystem for FuseFs {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fs, pid) = (self.fs.clone(), req.pid());
         let task = async move {
-            match fs.open(ino.0, flags.0).await {
+            match fs.open(ino.0, flags.0, pid).await {
                 Ok(o) => {
                     let f = if o.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
@@ -371,15 +371,15 @@ impl Filesystem for FuseFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
+        let (fs, pid) = (self.fs.clone(), req.pid());
         self.spawn("flush", ino.0, async move {
-            match fs.flush(fh.0).await {
+            match fs.flush(fh.0, pid).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply_err!(reply, "flush", e),
             }
@@ -600,7 +600,7 @@ impl Filesystem for FuseFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -608,9 +608,9 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.to_owned());
+        let (fs, ttl, name, pid) = (self.fs.clone(), self.ttl, name.to_owned(), req.pid());
         self.spawn("create", parent.0, async move {
-            match fs.create(parent.0, &name, flags).await {
+            match fs.create(parent.0, &name, flags, pid).await {
                 Ok((a, o)) => reply.created(
                     &ttl,
                     &to_file_attr(&a),

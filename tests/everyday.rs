@@ -881,3 +881,62 @@ PY"#,
     assert_eq!(remote_sha256(&srv, &f.id), sha256_file(&m.p("t.db")));
     assert_eq!(remote_file_names(&srv, None), ["t.db"], "no journal left");
 }
+
+/// A program holding a file open runs other programs: each inherits the descriptor and
+/// closes it at exec or exit. Those closes upload nothing (no partial versions, no child waiting
+/// for an upload); the shell's own close uploads once. A child that writes after the
+/// opener closed gets its bytes uploaded at the last close.
+#[test]
+fn children_closing_an_inherited_descriptor_do_not_upload() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &[]);
+    srv.reset_stats();
+    let uploads = || srv.route_calls("POST /api/v1/media-manager/files");
+    sh(
+        m.path(),
+        r#"
+        python3 - <<'PY'
+import os, subprocess
+with open("log.txt", "w") as f:
+    for i in range(1, 7):
+        f.write(f"line {i}\n")
+        f.flush()
+        subprocess.run(["/bin/true"], check=True)
+        os.system("ls >/dev/null")
+PY
+        "#,
+    );
+    assert_eq!(uploads(), 1, "one upload, at python's close");
+    let want: String = (1..=6).map(|i| format!("line {i}\n")).collect();
+    let files = srv.remote_files(None);
+    let log = files.iter().find(|f| file_name_of(f) == "log.txt").unwrap();
+    assert_eq!(srv.remote_bytes(&log.id), want.as_bytes());
+
+    // The opener closes first; a background child still writes, then exits.
+    sh(
+        m.path(),
+        r#"
+        exec 3>late.txt
+        echo early >&3
+        ( sleep 1; echo late >&3 ) &
+        exec 3>&-
+        wait
+        "#,
+    );
+    let late = || -> Vec<mediafs::api::MediaFile> {
+        srv.remote_files(None)
+            .into_iter()
+            .filter(|f| file_name_of(f) == "late.txt")
+            .collect()
+    };
+    let landed = wait_until(Duration::from_secs(30), || {
+        let l = late();
+        l.len() == 1 && l[0].size() == 11
+    });
+    assert!(landed, "the last close uploads the child's bytes: {:?}", late());
+    assert_eq!(srv.remote_bytes(&late()[0].id), b"early\nlate\n");
+    assert_eq!(std::fs::read(m.p("late.txt")).unwrap(), b"early\nlate\n");
+}

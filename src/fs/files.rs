@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::api::ApiErrorKind;
 use crate::err;
@@ -19,6 +19,7 @@ use crate::fs::error::{Error, Result};
 use crate::fs::handles::{Handle, Handles, Source};
 use crate::fs::names;
 use crate::fs::namespace::Ino;
+use crate::fs::process;
 use crate::fs::read::Reader;
 use crate::fs::superblock::Superblock;
 use crate::fs::tempname;
@@ -83,10 +84,11 @@ impl OpenFiles {
         self.handles.add(h)
     }
 
-    pub async fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
+    /// Opens `ino` for thread `pid` (the caller of a FUSE request).
+    pub async fn open(&self, ino: Ino, flags: i32, pid: u32) -> Result<Opened> {
         let acc = flags & libc::O_ACCMODE;
         if acc == libc::O_WRONLY || acc == libc::O_RDWR {
-            return self.open_for_write(ino, flags).await;
+            return self.open_for_write(ino, flags, pid).await;
         }
         // A file being written is read from its staged copy.
         let (file, staged) = {
@@ -148,7 +150,7 @@ impl OpenFiles {
         })
     }
 
-    async fn open_for_write(&self, ino: Ino, flags: i32) -> Result<Opened> {
+    async fn open_for_write(&self, ino: Ino, flags: i32, pid: u32) -> Result<Opened> {
         let uploader = self.check_writable()?.clone();
         let truncate = flags & libc::O_TRUNC != 0;
         let staged = self.stage(ino, &uploader, truncate).await?;
@@ -156,7 +158,14 @@ impl OpenFiles {
             staged.set_len(0)?;
         }
         Ok(Opened {
-            fh: self.add(ino, Handle::Write { ino, staged }),
+            fh: self.add(
+                ino,
+                Handle::Write {
+                    ino,
+                    staged,
+                    opener: process::process_of(pid),
+                },
+            ),
             keep_cache: false,
         })
     }
@@ -253,7 +262,13 @@ impl OpenFiles {
         Ok(())
     }
 
-    pub async fn create(&self, parent: Ino, name: &OsStr, flags: i32) -> Result<(Attr, Opened)> {
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        flags: i32,
+        pid: u32,
+    ) -> Result<(Attr, Opened)> {
         let uploader = self.check_writable()?.clone();
         let remote_name =
             names::unescape(name).map_err(|k| Error::new(k, format!("invalid name {name:?}")))?;
@@ -265,7 +280,7 @@ impl OpenFiles {
             }
             // O_CREAT on an existing file: open it (truncating if asked).
             let opened = self
-                .open_for_write(existing, flags | libc::O_WRONLY)
+                .open_for_write(existing, flags | libc::O_WRONLY, pid)
                 .await?;
             self.sb.lock().remember(existing);
             return Ok((self.sb.attr(existing)?, opened));
@@ -278,7 +293,15 @@ impl OpenFiles {
         };
         let staged = uploader.stage_new(target)?;
         let ino = self.sb.insert_local(parent, remote_name, staged.clone());
-        let fh = self.add(ino, Handle::Write { ino, staged });
+        let opener = process::process_of(pid);
+        let fh = self.add(
+            ino,
+            Handle::Write {
+                ino,
+                staged,
+                opener,
+            },
+        );
         let opened = Opened {
             fh,
             keep_cache: false,
@@ -286,13 +309,20 @@ impl OpenFiles {
         Ok((self.sb.attr(ino)?, opened))
     }
 
-    /// flush (each close of a descriptor): uploads the staged copy if it changed; the
-    /// upload's result is the result. A new file with a temporary name is held back
-    /// instead, for the rename that usually follows (see [`OpenFiles::renamed`]).
-    pub async fn flush(&self, fh: u64) -> Result<()> {
-        match self.handles.writer(fh) {
-            Ok((_, staged)) if self.hold(&staged) => Ok(()),
-            Ok((ino, staged)) => self.commit(ino, &staged).await,
+    /// flush (each close of a descriptor, by thread `pid`): uploads the staged copy if it
+    /// changed; the upload's result is the result. A new file with a temporary name is
+    /// held back instead, for the rename that usually follows (see
+    /// [`OpenFiles::renamed`]). So is a close by another process than the opener (a
+    /// child's copy of the descriptor, see [`process`]): the opener's close, or the last
+    /// close, uploads.
+    pub async fn flush(&self, fh: u64, pid: u32) -> Result<()> {
+        match self.handles.writer_and_opener(fh) {
+            Ok((_, staged, opener)) if !process::closed_by_opener(opener, pid) => {
+                debug!(file = %staged.target().name, pid, "close of an inherited descriptor: the opener's close uploads");
+                Ok(())
+            }
+            Ok((_, staged, _)) if self.hold(&staged) => Ok(()),
+            Ok((ino, staged, _)) => self.commit(ino, &staged).await,
             Err(_) => Ok(()),
         }
     }
@@ -435,7 +465,7 @@ impl OpenFiles {
             tokio::spawn(async move { u.delete_replaced_now(&id).await });
         }
         let (ino, staged) = match handle {
-            Some(Handle::Write { ino, staged }) => (ino, staged),
+            Some(Handle::Write { ino, staged, .. }) => (ino, staged),
             Some(Handle::Read { ino, .. } | Handle::StagedRead { ino, .. }) => {
                 self.sb.lock().closed(ino);
                 return Ok(());

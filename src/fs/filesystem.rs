@@ -111,8 +111,9 @@ impl MediaFs {
 
     // ----- files ------------------------------------------------------------------------
 
-    pub async fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
-        self.files.open(ino, flags).await
+    /// `pid`: the calling thread (only a write handle's opener is kept, see `flush`).
+    pub async fn open(&self, ino: Ino, flags: i32, pid: u32) -> Result<Opened> {
+        self.files.open(ino, flags, pid).await
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
@@ -127,14 +128,21 @@ impl MediaFs {
         self.files.fallocate(fh, offset, len, mode)
     }
 
-    pub async fn create(&self, parent: Ino, name: &OsStr, flags: i32) -> Result<(Attr, Opened)> {
-        self.files.create(parent, name, flags).await
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        flags: i32,
+        pid: u32,
+    ) -> Result<(Attr, Opened)> {
+        self.files.create(parent, name, flags, pid).await
     }
 
     /// flush: uploads the staged copy if it changed (or holds back a temporary file's
-    /// upload for its rename); the upload's result is the result.
-    pub async fn flush(&self, fh: u64) -> Result<()> {
-        self.files.flush(fh).await
+    /// upload for its rename, or leaves a child's close of an inherited descriptor to the
+    /// opener's); the upload's result is the result.
+    pub async fn flush(&self, fh: u64, pid: u32) -> Result<()> {
+        self.files.flush(fh, pid).await
     }
 
     /// fsync: uploads the staged copy now if it changed.

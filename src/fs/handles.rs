@@ -22,6 +22,8 @@ pub enum Handle {
     Write {
         ino: Ino,
         staged: Arc<StagedFile>,
+        /// The process that opened it (see [`crate::fs::process`]); `None` if unknown.
+        opener: Option<u32>,
     },
     /// Opened read-only while the file has a staged copy: reads that copy and never
     /// uploads (its close must not report, nor retry, the writer's upload).
@@ -101,8 +103,18 @@ impl Handles {
 
     /// The staged file of a handle open for writing.
     pub fn writer(&self, fh: u64) -> Result<(Ino, Arc<StagedFile>)> {
+        self.writer_and_opener(fh)
+            .map(|(ino, staged, _)| (ino, staged))
+    }
+
+    /// [`Self::writer`], and the process that opened the handle.
+    pub fn writer_and_opener(&self, fh: u64) -> Result<(Ino, Arc<StagedFile>, Option<u32>)> {
         match self.lock().get(&fh) {
-            Some(Handle::Write { ino, staged }) => Ok((*ino, staged.clone())),
+            Some(Handle::Write {
+                ino,
+                staged,
+                opener,
+            }) => Ok((*ino, staged.clone(), *opener)),
             Some(_) => Err(err!(BadHandle, "handle {fh} is not open for writing")),
             None => Err(err!(BadHandle, "bad file handle {fh}")),
         }

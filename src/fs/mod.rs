@@ -9,7 +9,8 @@
 //! - [`attr`] and [`xattr`]: attributes and extended attributes of an entry;
 //! - [`name_taken`]: overwrites and renames onto a name on a service with unique names;
 //! - [`names`]: remote names ↔ POSIX names, escaping and the duplicate rule;
-//! - [`files`] and [`handles`]: open files and the handle table; [`readers`]: open
+//! - [`files`] and [`handles`]: open files and the handle table; [`process`]: which
+//!   process a close comes from; [`readers`]: open
 //!   readers per remote file (a replaced file is deleted after its last reader);
 //! - [`read`]: the read path: shared LRU block cache, sequential prefetch, signed-URL refresh;
 //! - [`tempname`]: the temporary-file names of saves through a rename;
@@ -28,6 +29,7 @@ pub mod local_attrs;
 pub mod name_taken;
 pub mod names;
 pub mod namespace;
+pub mod process;
 pub mod read;
 pub mod readers;
 pub mod superblock;

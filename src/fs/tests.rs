@@ -47,12 +47,17 @@ fn fixture(read_only: bool) -> Fixture {
     }
 }
 
+/// The caller of the operations these tests make: this process.
+fn me() -> u32 {
+    std::process::id()
+}
+
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
 async fn read_all(fs: &MediaFs, ino: u64) -> Vec<u8> {
-    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let fh = fs.open(ino, libc::O_RDONLY, me()).await.unwrap().fh;
     let mut out = Vec::new();
     loop {
         let chunk = fs.read(fh, out.len() as u64, 128 << 10).await.unwrap();
@@ -110,14 +115,14 @@ async fn duplicates_are_all_visible_and_readable() {
 async fn create_write_flush_uploads_once_with_the_entry_name() {
     let f = fixture(false);
     let (attr, opened) =
-        f.fs.create(ROOT_INO, os("a∕b.txt"), libc::O_WRONLY)
+        f.fs.create(ROOT_INO, os("a∕b.txt"), libc::O_WRONLY, me())
             .await
             .unwrap();
     assert_eq!(attr.size, 0);
     f.fs.write(opened.fh, 0, b"hello ").unwrap();
     f.fs.write(opened.fh, 6, b"world").unwrap();
-    f.fs.flush(opened.fh).await.unwrap();
-    f.fs.flush(opened.fh).await.unwrap(); // nothing changed: no second upload
+    f.fs.flush(opened.fh, me()).await.unwrap();
+    f.fs.flush(opened.fh, me()).await.unwrap(); // nothing changed: no second upload
     f.fs.release(opened.fh).await.unwrap();
     assert_eq!(f.mock.calls("create_file"), 1);
     let files = f.mock.files();
@@ -126,6 +131,37 @@ async fn create_write_flush_uploads_once_with_the_entry_name() {
     assert_eq!(f.mock.file_bytes(&files[0].id).unwrap(), b"hello world");
     let a = f.fs.lookup(ROOT_INO, os("a∕b.txt")).await.unwrap();
     assert_eq!(a.size, 11);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_close_by_another_process_leaves_the_upload_to_the_opener_or_the_last_close() {
+    let f = fixture(false);
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let (_, o) =
+        f.fs.create(ROOT_INO, os("log.txt"), libc::O_WRONLY, me())
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"first").unwrap();
+    // A child's copy of the descriptor closes (its exit, or its exec): no upload.
+    f.fs.flush(o.fh, child.id()).await.unwrap();
+    assert_eq!(f.mock.calls("create_file"), 0);
+    // The opener's close uploads.
+    f.fs.flush(o.fh, me()).await.unwrap();
+    assert_eq!(f.mock.calls("create_file"), 1);
+    // Written after that, closed by the child last: the release uploads.
+    f.fs.write(o.fh, 5, b" second").unwrap();
+    f.fs.flush(o.fh, child.id()).await.unwrap();
+    assert_eq!(f.mock.calls("create_file"), 1);
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.mock.calls("create_file"), 2);
+    let files = f.mock.files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(f.mock.file_bytes(&files[0].id).unwrap(), b"first second");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,11 +176,11 @@ async fn overwrite_carries_metadata_and_replaces_the_old_file() {
     f.mock.update_file(&old.id, &update).await.unwrap();
     let ino = f.fs.lookup(ROOT_INO, os("doc.txt")).await.unwrap().ino;
     let o =
-        f.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
+        f.fs.open(ino, libc::O_WRONLY | libc::O_APPEND, me())
             .await
             .unwrap();
     f.fs.write(o.fh, 11, b", two").unwrap();
-    f.fs.flush(o.fh).await.unwrap();
+    f.fs.flush(o.fh, me()).await.unwrap();
     f.fs.release(o.fh).await.unwrap();
     let files = f.mock.files();
     assert_eq!(files.len(), 1, "old file deleted after the new one landed");
@@ -240,11 +276,11 @@ async fn offline_serves_stale_listings_and_keeps_new_files_pending() {
         "stale rather than EIO"
     );
     let (_, o) =
-        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY)
+        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY, me())
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"written offline").unwrap();
-    let err = f.fs.flush(o.fh).await.unwrap_err();
+    let err = f.fs.flush(o.fh, me()).await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
     f.fs.release(o.fh).await.ok();
     // Still visible while pending; lands when the service is back.
@@ -281,11 +317,11 @@ async fn read_only_refuses_every_change() {
         libc::EROFS
     );
     assert_eq!(
-        e(f.fs.create(ROOT_INO, os("n"), 0).await.map(|_| ())),
+        e(f.fs.create(ROOT_INO, os("n"), 0, me()).await.map(|_| ())),
         libc::EROFS
     );
     assert_eq!(
-        e(f.fs.open(ino, libc::O_WRONLY).await.map(|_| ())),
+        e(f.fs.open(ino, libc::O_WRONLY, me()).await.map(|_| ())),
         libc::EROFS
     );
     assert_eq!(
@@ -353,17 +389,17 @@ async fn readers_of_a_replaced_file_finish_reading_the_old_version() {
     let old_bytes: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
     let old = f.mock.add_file(None, "movie.bin", &old_bytes);
     let ino = f.fs.lookup(ROOT_INO, os("movie.bin")).await.unwrap().ino;
-    let reader = f.fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let reader = f.fs.open(ino, libc::O_RDONLY, me()).await.unwrap().fh;
     let first = f.fs.read(reader, 0, 4096).await.unwrap();
     assert_eq!(&first[..], &old_bytes[..4096]);
     // Overwrite while the reader is mid-file.
     let w =
-        f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
+        f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, me())
             .await
             .unwrap()
             .fh;
     f.fs.write(w, 0, b"new").unwrap();
-    f.fs.flush(w).await.unwrap();
+    f.fs.flush(w, me()).await.unwrap();
     f.fs.release(w).await.unwrap();
     assert!(
         f.mock.file_bytes(&old.id).is_some(),
@@ -423,7 +459,7 @@ async fn an_open_file_survives_forget() {
     f.mock.add_file(Some(&dir.id), "x.txt", b"bytes");
     let d = f.fs.lookup(ROOT_INO, os("d")).await.unwrap();
     let x = f.fs.lookup(d.ino, os("x.txt")).await.unwrap();
-    let fh = f.fs.open(x.ino, libc::O_RDONLY).await.unwrap().fh;
+    let fh = f.fs.open(x.ino, libc::O_RDONLY, me()).await.unwrap().fh;
     f.fs.forget(x.ino, 1);
     f.fs.forget(d.ino, 1);
     assert_eq!(f.fs.getattr(x.ino).await.unwrap().size, 5);
@@ -440,13 +476,13 @@ async fn an_open_file_survives_forget() {
 async fn a_file_being_written_survives_forget_and_lands() {
     let f = fixture(false);
     let (attr, o) =
-        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY)
+        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY, me())
             .await
             .unwrap();
     f.fs.forget(attr.ino, 1);
     f.fs.write(o.fh, 0, b"data").unwrap();
     assert_eq!(f.fs.getattr(attr.ino).await.unwrap().size, 4);
-    f.fs.flush(o.fh).await.unwrap();
+    f.fs.flush(o.fh, me()).await.unwrap();
     f.fs.release(o.fh).await.unwrap();
     assert_eq!(f.mock.files().len(), 1);
     // Still an entry of the root listing: found under its inode, now the remote file.
@@ -462,7 +498,10 @@ async fn lookups_create_and_mkdir_count_one_reference_each() {
     let x = f.fs.lookup(ROOT_INO, os("x.txt")).await.unwrap();
     f.fs.lookup(ROOT_INO, os("x.txt")).await.unwrap();
     let d = f.fs.mkdir(ROOT_INO, os("d")).await.unwrap();
-    let (c, o) = f.fs.create(d.ino, os("c"), libc::O_WRONLY).await.unwrap();
+    let (c, o) =
+        f.fs.create(d.ino, os("c"), libc::O_WRONLY, me())
+            .await
+            .unwrap();
     f.fs.release(o.fh).await.unwrap();
     let ns = f.fs.superblock().lock();
     assert_eq!(ns.lookups(x.ino), Some(2));
@@ -475,7 +514,7 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
     use crate::fs::attr::{Caller, Change, SetTime};
     use std::time::{Duration, SystemTime};
     let f = fixture(false);
-    let me = Caller {
+    let owner = Caller {
         uid: f.fs.config().uid,
         gid: f.fs.config().gid,
     };
@@ -486,22 +525,22 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
         ..Change::default()
     };
     let (attr, o) =
-        f.fs.create(ROOT_INO, os("a.txt"), libc::O_WRONLY)
+        f.fs.create(ROOT_INO, os("a.txt"), libc::O_WRONLY, me())
             .await
             .unwrap();
     let ino = attr.ino;
     f.fs.write(o.fh, 0, b"one").unwrap();
     // A time set before a write does not hold; one set after it does, through the upload.
-    f.fs.setattr(ino, None, None, &set(Some(t(100)), None), me)
+    f.fs.setattr(ino, None, None, &set(Some(t(100)), None), owner)
         .await
         .unwrap();
     f.fs.write(o.fh, 3, b"two").unwrap();
     let a =
-        f.fs.setattr(ino, None, None, &set(Some(t(200)), Some(0o100600)), me)
+        f.fs.setattr(ino, None, None, &set(Some(t(200)), Some(0o100600)), owner)
             .await
             .unwrap();
     assert_eq!(a.mtime, SystemTime::UNIX_EPOCH + Duration::from_secs(200));
-    f.fs.flush(o.fh).await.unwrap();
+    f.fs.flush(o.fh, me()).await.unwrap();
     f.fs.release(o.fh).await.unwrap();
     let a = f.fs.getattr(ino).await.unwrap();
     assert_eq!(
@@ -516,7 +555,7 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
     );
     // An overwrite: the mode moves to the new id, the mtime is the write's.
     let o =
-        f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
+        f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, me())
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"three").unwrap();
@@ -530,15 +569,18 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
     );
     // Only root gives a file away; only the owner changes its mode.
     let other = Caller {
-        uid: me.uid + 1,
-        gid: me.gid + 1,
+        uid: owner.uid + 1,
+        gid: owner.gid + 1,
     };
     let chown = Change {
-        uid: Some(me.uid + 7),
+        uid: Some(owner.uid + 7),
         ..Change::default()
     };
-    if me.uid != 0 {
-        let e = f.fs.setattr(ino, None, None, &chown, me).await.unwrap_err();
+    if owner.uid != 0 {
+        let e =
+            f.fs.setattr(ino, None, None, &chown, owner)
+                .await
+                .unwrap_err();
         assert_eq!(e.errno(), libc::EPERM);
     }
     let e =
@@ -553,5 +595,5 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
     assert_eq!(e.errno(), libc::EPERM);
     let root = Caller { uid: 0, gid: 0 };
     let a = f.fs.setattr(ino, None, None, &chown, root).await.unwrap();
-    assert_eq!(a.uid, me.uid + 7);
+    assert_eq!(a.uid, owner.uid + 7);
 }
