@@ -936,7 +936,11 @@ PY
         let l = late();
         l.len() == 1 && l[0].size() == 11
     });
-    assert!(landed, "the last close uploads the child's bytes: {:?}", late());
+    assert!(
+        landed,
+        "the last close uploads the child's bytes: {:?}",
+        late()
+    );
     assert_eq!(srv.remote_bytes(&late()[0].id), b"early\nlate\n");
     assert_eq!(std::fs::read(m.p("late.txt")).unwrap(), b"early\nlate\n");
 }
