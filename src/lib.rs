@@ -23,16 +23,21 @@ pub mod server;
 pub mod stats;
 
 /// Logs go to stderr (foreground) or to `file` (background daemon). `RUST_LOG` or
-/// `MEDIAFS_LOG` set the filter (default `info`). The file is created 0600 and never
+/// `MEDIAFS_LOG` set the filter (default [`DEFAULT_LOG_FILTER`]). The file is created 0600 and never
 /// through a symbolic link ([`private_files::open_append`]); an error says why it was
 /// refused. Without a file, this cannot fail.
+/// `info`, except fuser's mount module: when its session ends it unmounts once more, and
+/// after mediafs's own unmount (every SIGTERM, SIGINT or `mediafs unmount`) that second
+/// try warns "Unmount failed: Invalid argument", which is expected and misleading.
+pub const DEFAULT_LOG_FILTER: &str = "info,fuser::mnt=error";
+
 pub fn init_logging(file: Option<&std::path::Path>) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("MEDIAFS_LOG")
         .ok()
         .map(EnvFilter::new)
         .unwrap_or_else(|| {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
         });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let opened = file.map(private_files::open_append).transpose()?;
