@@ -153,21 +153,42 @@ impl OpenFiles {
     async fn open_for_write(&self, ino: Ino, flags: i32, pid: u32) -> Result<Opened> {
         let uploader = self.check_writable()?.clone();
         let truncate = flags & libc::O_TRUNC != 0;
-        let staged = self.stage(ino, &uploader, truncate).await?;
-        if truncate {
-            staged.set_len(0)?;
-        }
-        Ok(Opened {
-            fh: self.add(
+        let opener = process::process_of(pid);
+        for _ in 0..8 {
+            let staged = self.stage(ino, &uploader, truncate).await?;
+            let fh = self.add(
                 ino,
                 Handle::Write {
                     ino,
-                    staged,
-                    opener: process::process_of(pid),
+                    staged: staged.clone(),
+                    opener,
                 },
-            ),
-            keep_cache: false,
-        })
+            );
+            // The staged copy may have been let go between `stage` and `add` (a release of
+            // the previous handle, see `let_go_if_unused`): then stage it again.
+            let kept = self
+                .sb
+                .lock()
+                .get(ino)
+                .is_some_and(|i| i.staged.as_ref().is_some_and(|s| Arc::ptr_eq(s, &staged)));
+            if !kept {
+                self.handles.remove(fh);
+                self.sb.lock().closed(ino);
+                debug!(ino, "staged copy let go while opening; staging again");
+                continue;
+            }
+            if truncate {
+                staged.set_len(0)?;
+            }
+            return Ok(Opened {
+                fh,
+                keep_cache: false,
+            });
+        }
+        Err(err!(
+            Io,
+            "inode {ino}: its staged copy kept being let go while opening"
+        ))
     }
 
     /// The staged copy of a file, created (and filled with the remote bytes unless
@@ -409,9 +430,7 @@ impl OpenFiles {
         } else if let Err(e) = self.commit(ino, &staged).await {
             warn!(file = %f.name, "re-upload under the new name failed (retried): {e}");
         }
-        if !self.handles.has_writer(&staged) && !staged.is_dirty() {
-            self.let_go(ino, staged);
-        }
+        self.let_go_if_unused(ino, staged);
     }
 
     /// The held (or not yet uploaded) file `staged` was renamed.
@@ -432,9 +451,7 @@ impl OpenFiles {
             return Ok(());
         }
         let result = self.commit(ino, &staged).await;
-        if !self.handles.has_writer(&staged) && !staged.is_dirty() {
-            self.let_go(ino, staged);
-        }
+        self.let_go_if_unused(ino, staged);
         result
     }
 
@@ -479,16 +496,24 @@ impl OpenFiles {
         } else {
             self.commit(ino, &staged).await
         };
-        if !self.handles.has_writer(&staged) && !staged.is_dirty() {
-            self.let_go(ino, staged);
-        }
+        self.let_go_if_unused(ino, staged);
         self.sb.lock().closed(ino);
         result
     }
 
-    /// The namespace no longer needs `staged`: hand it back to the write path.
-    fn let_go(&self, ino: Ino, staged: Arc<StagedFile>) {
-        self.sb.lock().unstage(ino, &staged);
+    /// Hands `staged` back to the write path if no handle writes to it and it has nothing
+    /// left to upload. Checked and unstaged under the namespace lock, the lock under which
+    /// an open for writing picks the staged copy up and checks it again once its handle is
+    /// in the table (see [`OpenFiles::open_for_write`]): a release the kernel sends without
+    /// waiting cannot delete the copy of an open that follows it.
+    fn let_go_if_unused(&self, ino: Ino, staged: Arc<StagedFile>) {
+        {
+            let mut ns = self.sb.lock();
+            if self.handles.has_writer(&staged) || staged.is_dirty() {
+                return;
+            }
+            ns.unstage(ino, &staged);
+        }
         if let Some(u) = &self.uploader {
             u.release(staged);
         }
@@ -537,7 +562,7 @@ impl OpenFiles {
                     staged.set_len(size)?;
                     if !self.handles.has_writer(&staged) {
                         self.commit(ino, &staged).await?;
-                        self.let_go(ino, staged);
+                        self.let_go_if_unused(ino, staged);
                     }
                 }
             }
