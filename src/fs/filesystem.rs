@@ -105,6 +105,12 @@ impl MediaFs {
         self.files.handles.dir_entries(fh)
     }
 
+    /// Whether `fh` is open for writing: only then may its flush upload (the others answer
+    /// at once; the FUSE layer runs those on its own thread).
+    pub fn is_writer(&self, fh: u64) -> bool {
+        self.files.handles.writer(fh).is_ok()
+    }
+
     pub fn release_handle(&self, fh: u64) {
         self.files.handles.remove(fh);
     }
