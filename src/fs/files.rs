@@ -553,17 +553,28 @@ impl OpenFiles {
         caller: Caller,
     ) -> Result<Attr> {
         if let Some(size) = size {
-            let uploader = self.check_writable()?.clone();
+            self.check_writable()?;
             match fh.and_then(|fh| self.handles.writer(fh).ok()) {
                 Some((_, staged)) => staged.set_len(size)?,
                 None => {
-                    // `truncate -s` on a closed file: stage, resize, upload now.
-                    let staged = self.stage(ino, &uploader, size == 0).await?;
-                    staged.set_len(size)?;
-                    if !self.handles.has_writer(&staged) {
-                        self.commit(ino, &staged).await?;
-                        self.let_go_if_unused(ino, staged);
-                    }
+                    // Without a handle (`truncate -s`, or the kernel's truncate of an open
+                    // with O_TRUNC): resize through a handle of its own, so that a racing
+                    // release cannot let the staged copy go (see `open_for_write`). The
+                    // upload is now unless a writer has the file open (its close uploads).
+                    let flags = libc::O_WRONLY | if size == 0 { libc::O_TRUNC } else { 0 };
+                    let o = self.open_for_write(ino, flags, 0).await?;
+                    let (_, staged) = self.handles.writer(o.fh)?;
+                    let resized = staged.set_len(size);
+                    self.handles.remove(o.fh);
+                    let uploaded = if resized.is_ok() && !self.handles.has_writer(&staged) {
+                        self.commit(ino, &staged).await
+                    } else {
+                        Ok(())
+                    };
+                    self.let_go_if_unused(ino, staged);
+                    self.sb.lock().closed(ino);
+                    resized?;
+                    uploaded?;
                 }
             }
         }
