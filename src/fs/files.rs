@@ -460,8 +460,9 @@ impl OpenFiles {
             return Ok(());
         }
         let uploader = self.check_writable()?;
-        let replaced = staged.target().replaces;
-        let file = uploader.commit(staged).await?;
+        // What this upload replaced, as the uploader saw it: another commit of the same
+        // file may land while this one waits, and attributes go from the file replaced.
+        let (file, replaced) = uploader.commit(staged).await?;
         if let Some(old) = &replaced {
             if *old != file.id {
                 self.reader.invalidate(old);

@@ -118,7 +118,7 @@ async fn new_file_uploads_identical_bytes_with_name_and_mime() {
     assert_eq!(staged.len(), data.len() as u64);
     assert_eq!(e.up.staging_bytes(), data.len() as u64);
 
-    let file = e.up.commit(&staged).await.unwrap();
+    let file = e.up.commit(&staged).await.unwrap().0;
     assert!(!staged.is_dirty());
     assert_eq!(sha(&e.mock.file_bytes(&file.id).unwrap()), sha(&data));
     let stored = &e.mock.files()[0];
@@ -146,7 +146,7 @@ async fn new_file_uploads_identical_bytes_with_name_and_mime() {
 async fn unknown_extension_gets_octet_stream_and_empty_file_uploads() {
     let e = env();
     let staged = e.up.stage_new(target("notes.zzqx", None)).unwrap();
-    let file = e.up.commit(&staged).await.unwrap();
+    let file = e.up.commit(&staged).await.unwrap().0;
     let upload = file.upload.as_ref().unwrap();
     assert_eq!(
         upload.mime_type.as_deref(),
@@ -197,7 +197,7 @@ async fn random_writes_truncate_and_append_match_a_vec_model() {
             }
             assert_eq!(staged.len(), model.len() as u64, "seed {seed}");
         }
-        let file = e.up.commit(&staged).await.unwrap();
+        let file = e.up.commit(&staged).await.unwrap().0;
         assert_eq!(
             sha(&e.mock.file_bytes(&file.id).unwrap()),
             sha(&model),
@@ -211,16 +211,16 @@ async fn commit_without_changes_is_a_noop() {
     let e = env();
     let staged = e.up.stage_new(target("a.txt", None)).unwrap();
     staged.write_at(0, b"hello").unwrap();
-    let first = e.up.commit(&staged).await.unwrap();
-    let again = e.up.commit(&staged).await.unwrap();
-    let third = e.up.commit(&staged).await.unwrap();
+    let first = e.up.commit(&staged).await.unwrap().0;
+    let again = e.up.commit(&staged).await.unwrap().0;
+    let third = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(e.mock.calls("create_file"), 1);
     assert_eq!(first.id, again.id);
     assert_eq!(first.id, third.id);
 
     // A change after a commit uploads a new version that replaces the first.
     staged.write_at(5, b" world").unwrap();
-    let second = e.up.commit(&staged).await.unwrap();
+    let second = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(e.mock.calls("create_file"), 2);
     assert_ne!(second.id, first.id);
     let remaining = e.mock.files();
@@ -303,7 +303,7 @@ async fn replace_carries_metadata_and_deletes_old_only_after_new_exists() {
     let mut expected = original.clone();
     expected[100..104].copy_from_slice(b"EDIT");
     staged.write_at(100, b"EDIT").unwrap();
-    let new = e.up.commit(&staged).await.unwrap();
+    let new = e.up.commit(&staged).await.unwrap().0;
     stop.store(true, Ordering::SeqCst);
     assert!(watcher.await.unwrap(), "old and new never coexisted");
 
@@ -337,7 +337,7 @@ async fn unchanged_existing_file_is_not_uploaded_and_truncate_is() {
         })
         .await
         .unwrap();
-    let got = e.up.commit(&staged).await.unwrap();
+    let got = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(got.id, old.id);
     assert_eq!(e.mock.calls("create_file"), 0);
     e.up.release(staged);
@@ -351,7 +351,7 @@ async fn unchanged_existing_file_is_not_uploaded_and_truncate_is() {
         .unwrap();
     assert!(staged.is_dirty());
     assert_eq!(staged.len(), 0);
-    let new = e.up.commit(&staged).await.unwrap();
+    let new = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(new.size(), 0);
     assert_eq!(e.mock.files().len(), 1);
     assert_eq!(e.mock.files()[0].id, new.id);
@@ -494,7 +494,7 @@ async fn transient_failure_within_retry_window_succeeds() {
     e.mock.fail_next("create_file", ApiErrorKind::Server, 2);
     let staged = e.up.stage_new(target("flaky.txt", None)).unwrap();
     staged.write_at(0, b"eventually").unwrap();
-    let f = e.up.commit(&staged).await.unwrap();
+    let f = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(e.mock.calls("create_file"), 3);
     assert_eq!(sha(&e.mock.file_bytes(&f.id).unwrap()), sha(b"eventually"));
     assert!(e.up.pending().is_empty());
@@ -639,7 +639,7 @@ async fn shutdown_waits_for_an_upload_in_progress() {
     let staged = e.up.stage_new(target("slow.txt", None)).unwrap();
     staged.write_at(0, b"slow").unwrap();
     let (up, s) = (e.up.clone(), staged.clone());
-    let commit = tokio::spawn(async move { up.commit(&s).await });
+    let commit = tokio::spawn(async move { up.commit(&s).await.map(|(f, _)| f) });
     tokio::time::sleep(Duration::from_millis(20)).await;
     let left = e.up.shutdown(Duration::from_secs(5)).await;
     assert!(left.is_empty(), "{left:?}");
@@ -700,7 +700,7 @@ async fn retarget_rewrites_sidecar_and_uploads_under_new_name() {
     assert_eq!(json["mime_type"], "text/markdown");
     assert_eq!(json["synced"], false);
 
-    let f = e.up.commit(&staged).await.unwrap();
+    let f = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(f.title.as_deref(), Some("new.md"));
     assert_eq!(f.folder_id.as_deref(), Some(folder.id.as_str()));
     assert!(files_named(&e.mock, "old.txt").is_empty());
@@ -882,7 +882,7 @@ async fn lost_answer_is_found_instead_of_uploading_twice() {
     let data = random_bytes(8, 20_000);
     let staged = up.stage_new(target("clip.mp4", Some(&folder.id))).unwrap();
     staged.write_at(0, &data).unwrap();
-    let f = up.commit(&staged).await.unwrap();
+    let (f, _) = up.commit(&staged).await.unwrap();
     assert_eq!(mock.calls("create_file"), 1, "uploaded again");
     assert_ne!(f.id, decoy.id);
     assert_eq!(sha(&mock.file_bytes(&f.id).unwrap()), sha(&data));
@@ -897,7 +897,7 @@ async fn failure_before_storing_is_retried_despite_a_same_size_decoy() {
     e.mock.fail_next("create_file", ApiErrorKind::Transport, 1);
     let staged = e.up.stage_new(target("d.txt", None)).unwrap();
     staged.write_at(0, b"BBBB").unwrap();
-    let f = e.up.commit(&staged).await.unwrap();
+    let f = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(e.mock.calls("create_file"), 2);
     assert_eq!(sha(&e.mock.file_bytes(&f.id).unwrap()), sha(b"BBBB"));
     assert_eq!(files_named(&e.mock, "d.txt").len(), 2);
@@ -919,7 +919,7 @@ async fn sidecar_says_maybe_landed_while_an_upload_runs() {
     };
     assert_eq!(sidecar()["maybe_landed"], false);
     let (up, s) = (e.up.clone(), staged.clone());
-    let commit = tokio::spawn(async move { up.commit(&s).await });
+    let commit = tokio::spawn(async move { up.commit(&s).await.map(|(f, _)| f) });
     tokio::time::sleep(Duration::from_millis(50)).await;
     // A crash now must make recovery look for the copy before uploading another.
     assert_eq!(sidecar()["maybe_landed"], true);
@@ -998,7 +998,7 @@ async fn a_held_file_renamed_uploads_once_under_the_final_name() {
     assert!(e.mock.files().is_empty(), "held: not uploaded");
     staged.retarget(target("photo.jpg", None)).unwrap();
     assert!(staged.unhold());
-    let f = e.up.commit(&staged).await.unwrap();
+    let f = e.up.commit(&staged).await.unwrap().0;
     assert_eq!(f.title.as_deref(), Some("photo.jpg"));
     let up = f.upload.clone().unwrap();
     assert_eq!(up.file_name, "photo.jpg");

@@ -241,12 +241,15 @@ impl Uploader {
     /// that commit's result. On failure (after retrying transient errors for
     /// `upload_retry_for`) the data is in the pending area, retried in the background, and
     /// the error is returned so that `close()` reports it.
-    pub async fn commit(&self, staged: &StagedFile) -> Result<MediaFile> {
+    /// Returns the remote file, and the one it replaced as of that upload (the target
+    /// changes with every commit, so a value read before waiting for the commit lock may
+    /// be stale).
+    pub async fn commit(&self, staged: &StagedFile) -> Result<(MediaFile, Option<String>)> {
         match self
             .commit_inner(staged, self.config.upload_retry_for)
             .await
         {
-            Ok(c) => Ok(c.file),
+            Ok(c) => Ok((c.file, c.target.replaces)),
             Err(Failed::Upload {
                 err,
                 target,
