@@ -48,7 +48,7 @@ impl FuseFs {
 
     /// Like [`Self::spawn`], but runs `f` here until it first has to wait, and only then
     /// on the runtime. For reads of state (lookup, getattr, a read-only open, read, and the
-    /// flush of a read handle), where
+    /// flush and release of a read handle), where
     /// it saves a wakeup of another thread when the answer is in memory; changes keep
     /// their order through the runtime. The first poll's waker is a no-op; the spawned
     /// task polls again at once, so a wakeup in between is not lost.
@@ -385,10 +385,9 @@ impl Filesystem for FuseFs {
                 Err(e) => reply_err!(reply, "flush", e),
             }
         };
-        // A read handle's flush changes nothing: answered here, without waking a runtime
-        // thread. (Its release stays on the runtime: answered here it raced with the
-        // operations after it, since the kernel sends release without waiting, and
-        // tests/model.rs saw EIO about once in ten runs.)
+        // A read handle's flush changes nothing, and its release only drops the handle:
+        // both are answered here, without waking a runtime thread. A write handle's may
+        // upload, and keep their order with other changes on the runtime.
         if self.fs.is_writer(fh.0) {
             self.spawn("flush", ino.0, task);
         } else {
@@ -407,12 +406,17 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn("release", ino.0, async move {
+        let task = async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply_err!(reply, "release", e),
             }
-        });
+        };
+        if self.fs.is_writer(fh.0) {
+            self.spawn("release", ino.0, task);
+        } else {
+            self.run_here("release", ino.0, task);
+        }
     }
 
     fn fsync(
