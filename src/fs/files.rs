@@ -556,7 +556,11 @@ impl OpenFiles {
         if let Some(size) = size {
             self.check_writable()?;
             match fh.and_then(|fh| self.handles.writer(fh).ok()) {
-                Some((_, staged)) => staged.set_len(size)?,
+                Some((_, staged)) => {
+                    staged.set_len(size)?;
+                    // A truncate is a write: mtime is "now" again, as after `write`.
+                    self.sb.wrote(ino);
+                }
                 None => {
                     // Without a handle (`truncate -s`, or the kernel's truncate of an open
                     // with O_TRUNC): resize through a handle of its own, so that a racing
@@ -566,6 +570,7 @@ impl OpenFiles {
                     let o = self.open_for_write(ino, flags, 0).await?;
                     let (_, staged) = self.handles.writer(o.fh)?;
                     let resized = staged.set_len(size);
+                    self.sb.wrote(ino);
                     self.handles.remove(o.fh);
                     let uploaded = if resized.is_ok() && !self.handles.has_writer(&staged) {
                         self.commit(ino, &staged).await

@@ -597,3 +597,50 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
     let a = f.fs.setattr(ino, None, None, &chown, root).await.unwrap();
     assert_eq!(a.uid, owner.uid + 7);
 }
+
+/// A truncate is a write: a time set before it does not hold, through a handle or without
+/// one (found by tests/model.rs with MEDIAFS_MODEL_SEED=115).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncate_after_utimens_makes_mtime_now_again() {
+    use crate::fs::attr::{Caller, Change, SetTime};
+    use std::time::{Duration, SystemTime};
+    let f = fixture(false);
+    let owner = Caller {
+        uid: f.fs.config().uid,
+        gid: f.fs.config().gid,
+    };
+    let at_100 = Change {
+        mtime: Some(SetTime::At(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+        )),
+        ..Change::default()
+    };
+    let recent = |t: SystemTime| t > SystemTime::now() - Duration::from_secs(60);
+    let (attr, o) =
+        f.fs.create(ROOT_INO, os("t.bin"), libc::O_RDWR, me())
+            .await
+            .unwrap();
+    let ino = attr.ino;
+    f.fs.write(o.fh, 0, b"0123456789").unwrap();
+    // ftruncate on the open handle.
+    f.fs.setattr(ino, Some(o.fh), None, &at_100, owner)
+        .await
+        .unwrap();
+    let a =
+        f.fs.setattr(ino, Some(o.fh), Some(4), &Change::default(), owner)
+            .await
+            .unwrap();
+    assert_eq!(a.size, 4);
+    assert!(recent(a.mtime), "{:?}", a.mtime);
+    f.fs.release(o.fh).await.unwrap();
+    // truncate(2) of the closed file.
+    f.fs.setattr(ino, None, None, &at_100, owner).await.unwrap();
+    let a =
+        f.fs.setattr(ino, None, Some(2), &Change::default(), owner)
+            .await
+            .unwrap();
+    assert_eq!(a.size, 2);
+    assert!(recent(a.mtime), "{:?}", a.mtime);
+    let files = f.mock.files();
+    assert_eq!(f.mock.file_bytes(&files[0].id).unwrap(), b"01");
+}
