@@ -26,7 +26,8 @@ pub fn process_of(tid: u32) -> Option<u32> {
 pub fn closed_by_opener(opener: Option<u32>, tid: u32) -> bool {
     match opener {
         None => true,
-        Some(p) => process_of(tid) == Some(p),
+        // A single-threaded opener closes with its own id: no need to read /proc.
+        Some(p) => tid == p || process_of(tid) == Some(p),
     }
 }
 
