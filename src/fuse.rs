@@ -294,20 +294,24 @@ impl Filesystem for FuseFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (fs, pid) = (self.fs.clone(), req.pid());
+        let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
         let task = async move {
             match fs.open(ino.0, flags.0, pid).await {
                 Ok(o) => {
-                    let f = if o.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
+                    let mut f = FopenFlags::empty();
+                    if o.keep_cache {
+                        f |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    if read_only {
+                        // A read handle's close has nothing to do: no FLUSH round trip.
+                        f |= FopenFlags::FOPEN_NOFLUSH;
+                    }
                     reply.opened(FileHandle(o.fh), f)
                 }
                 Err(e) => reply_err!(reply, "open", e),
             }
         };
-        if flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+        if read_only {
             self.run_here("open", ino.0, task);
         } else {
             self.spawn("open", ino.0, task);
