@@ -139,6 +139,10 @@ impl OpenFiles {
             keep
         };
         let handle = self.reader.open(&file.id, file.size, file.url.clone());
+        if !keep_cache {
+            // With the kernel's pages kept, a read may never reach us.
+            self.reader.fetch_if_small(&handle);
+        }
         let h = Handle::Read {
             ino,
             file_id: file.id.clone(),

@@ -242,6 +242,17 @@ impl Reader {
         }
     }
 
+    /// Starts fetching a file that fits in one block as it is opened. An open of a small
+    /// file is nearly always followed by a read of all of it, and the round trips between
+    /// the two (the open's reply, the opener's ioctl and fstat, the read) then overlap the
+    /// GET. Larger files wait for their first read: where it lands is unknown.
+    pub fn fetch_if_small(&self, handle: &ReadHandle) {
+        debug_assert!(Arc::ptr_eq(&self.shared, &handle.shared));
+        if handle.size > 0 && handle.size <= self.shared.config.block_size {
+            self.shared.prefetch(handle, 0..handle.size);
+        }
+    }
+
     /// Reads up to `size` bytes at `offset`: empty past EOF, the short tail across it.
     /// Must be called within a tokio runtime (fetches run in spawned tasks).
     pub async fn read(&self, handle: &ReadHandle, offset: u64, size: u32) -> Result<Bytes> {

@@ -597,3 +597,27 @@ async fn blocks_in_flight_count_against_the_cache_budget() {
     settle().await;
     assert!(s.reader.cached_bytes() <= 6 * MIB);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_is_fetched_as_it_is_opened_and_read_with_that_one_request() {
+    let s = setup(ReadConfig::default());
+    let src = content(4 * KIB, 21);
+    let (_, h) = s.add("small.bin", &src);
+    s.reader.fetch_if_small(&h);
+    settle().await;
+    // The GET ran before any read: the read then costs no request of its own.
+    assert_eq!(s.rec.ranges(), vec![(0, 4 * KIB)]);
+    let got = s.reader.read(&h, 0, 128 * 1024).await.unwrap();
+    assert_eq!(sha(&got), sha(&src));
+    settle().await;
+    assert_eq!(s.rec.ranges().len(), 1);
+
+    // A file of more than one block waits for its first read (its offset is unknown), and
+    // an empty file has nothing to fetch.
+    let (_, big) = s.add("big.bin", &content(MIB + 1, 22));
+    s.reader.fetch_if_small(&big);
+    let (_, empty) = s.add("empty.bin", b"");
+    s.reader.fetch_if_small(&empty);
+    settle().await;
+    assert_eq!(s.rec.ranges().len(), 1);
+}
