@@ -13,17 +13,26 @@ use crate::fs::error::{Error, Result};
 
 /// Staging leftovers of a crashed run: anything with changes goes to the pending area.
 pub(super) fn recover_staging(dirs: &Dirs, id: Uuid, meta: &Path) {
-    let sidecar = match Sidecar::read(meta) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot read {}: {e} (left in place)", meta.display());
-            return;
-        }
-    };
     let data = [Location::Staging, Location::Pending]
         .into_iter()
         .map(|l| dirs.data_path(l, id))
         .find(|p| p.exists());
+    let sidecar = match Sidecar::read(meta) {
+        Ok(s) => s,
+        Err(e) => {
+            if data.is_none() {
+                // A crash while the first sidecar was written (the data file comes after it).
+                tracing::warn!(
+                    "{}: interrupted sidecar without data, removed",
+                    meta.display()
+                );
+                let _ = fs::remove_file(meta);
+            } else {
+                tracing::error!("cannot read {}: {e} (left in place)", meta.display());
+            }
+            return;
+        }
+    };
     let Some(data) = data else {
         tracing::warn!("{}: sidecar without data, removed", meta.display());
         let _ = fs::remove_file(meta);

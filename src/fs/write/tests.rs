@@ -1030,3 +1030,62 @@ async fn shutdown_uploads_held_files() {
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(files_named(&e.mock, "index.lock").len(), 1);
 }
+
+#[test]
+fn a_sidecar_is_rewritten_in_place_and_reads_back_whatever_its_length() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let mut side = staging::Sidecar {
+        parent_folder_id: Some("folder".into()),
+        name: "a.txt".into(),
+        mime_type: "text/plain".into(),
+        replaces: None,
+        carry: Carry::default(),
+        created: 1,
+        synced: false,
+        last_error: Some("x".repeat(900)),
+        maybe_landed: true,
+    };
+    side.create(&path).unwrap();
+    assert!(side.create(&path).is_err(), "create makes a new file only");
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    // Shorter: padded to the old length, same inode, and it parses as the new one.
+    side.last_error = None;
+    side.maybe_landed = false;
+    side.write(&path).unwrap();
+    assert_eq!(staging::Sidecar::read(&path).unwrap(), side);
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+    // Longer than a page: through a temporary file and a rename.
+    side.last_error = Some("y".repeat(5000));
+    side.write(&path).unwrap();
+    assert_eq!(staging::Sidecar::read(&path).unwrap(), side);
+    assert_ne!(std::fs::metadata(&path).unwrap().ino(), ino);
+    assert_eq!(listing(dir.path()), vec!["s.json"]);
+    // ... and back to a short one, in place again.
+    side.last_error = None;
+    side.write(&path).unwrap();
+    assert_eq!(staging::Sidecar::read(&path).unwrap(), side);
+}
+
+#[tokio::test]
+async fn recovery_removes_a_torn_first_sidecar_but_keeps_one_with_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockClient::new();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    // A crash in the middle of the first sidecar write: no data file yet.
+    let torn = uuid::Uuid::now_v7();
+    std::fs::write(staging.join(format!("{torn}.json")), b"{\n  \"parent_fo").unwrap();
+    // An unreadable sidecar next to data: not ours to throw away.
+    let kept = uuid::Uuid::now_v7();
+    std::fs::write(staging.join(format!("{kept}.json")), b"{\n  \"na").unwrap();
+    std::fs::write(staging.join(format!("{kept}.data")), b"bytes").unwrap();
+    let (up, _) = uploader(&mock, dir.path());
+    up.recover();
+    let left = listing(&staging);
+    assert!(!left.contains(&format!("{torn}.json")), "{left:?}");
+    assert!(left.contains(&format!("{kept}.json")), "{left:?}");
+    assert!(left.contains(&format!("{kept}.data")), "{left:?}");
+    assert_eq!(mock.calls("create_file"), 0);
+}
