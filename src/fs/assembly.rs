@@ -50,6 +50,17 @@ impl Core {
             attrs,
             uploader.as_ref().map(|u| u.deletes()),
         ));
+        // Directory times are stored within a second (`LocalAttrs::set_soon`).
+        let weak_sb: Weak<Superblock> = Arc::downgrade(&sb);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                match weak_sb.upgrade() {
+                    Some(sb) => sb.flush_attrs(),
+                    None => return,
+                }
+            }
+        });
         let files = Arc::new(OpenFiles::new(
             sb.clone(),
             Handles::new(readers),

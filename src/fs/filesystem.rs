@@ -278,10 +278,12 @@ impl MediaFs {
 
     /// Unmount: wait (bounded) for uploads in progress; returns what is still pending.
     pub async fn shutdown(&self, timeout: Duration) -> Vec<PendingInfo> {
-        match self.files.uploader() {
+        let pending = match self.files.uploader() {
             Some(u) => u.shutdown(timeout).await,
             None => Vec::new(),
-        }
+        };
+        self.sb.flush_attrs();
+        pending
     }
 
     #[cfg(test)]

@@ -165,11 +165,18 @@ impl Superblock {
         let Some(inode) = ns.get_mut(dir) else { return };
         match (&self.attrs, attr_key(&inode.entry)) {
             (Some(a), Some(k)) => {
-                if let Err(e) = a.set(&k, &update) {
-                    warn!(error = %e, "could not store a directory's time");
-                }
+                a.set_soon(&k, &update);
             }
             _ => inode.local = inode.local.merged(&update),
+        }
+    }
+
+    /// Writes the directory times [`Superblock::dir_changed`] kept in memory.
+    pub fn flush_attrs(&self) {
+        if let Some(a) = &self.attrs {
+            if let Err(e) = a.flush() {
+                warn!(error = %e, "could not store directory times");
+            }
         }
     }
 
