@@ -650,20 +650,17 @@ fn unique_names_overwrite_interrupted_by_a_crash_ends_after_remount() {
     srv.clear_faults();
     m.remount();
 
-    assert!(wait_landed(
-        &srv,
-        Some(&u),
-        "a.txt",
-        &sha256(b"a after\n"),
-        30
-    ));
-    assert!(wait_landed(
-        &srv,
-        Some(&u),
-        "b.txt",
-        &sha256(b"b after\n"),
-        30
-    ));
+    for (name, bytes) in [("a.txt", b"a after\n"), ("b.txt", b"b after\n")] {
+        assert!(
+            wait_landed(&srv, Some(&u), name, &sha256(bytes), 30),
+            "{name} did not land; on the service: {:?}; daemon log:\n{}",
+            srv.remote_files(Some(&u))
+                .iter()
+                .map(file_name_of)
+                .collect::<Vec<_>>(),
+            m.log_text()
+        );
+    }
     assert!(wait_until(std::time::Duration::from_secs(30), || srv
         .remote_files(Some(&u))
         .len()

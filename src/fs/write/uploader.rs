@@ -365,8 +365,10 @@ impl Uploader {
             }
         }
         // Deletes an earlier run deferred to readers and never did: hidden from listings
-        // at once, deleted in the background.
-        for id in self.deletes.list() {
+        // at once, deleted in the background. Read once, before any of them is done: the
+        // renames waiting for one of these are finished by its delete, not below.
+        let waiting = self.deletes.list();
+        for id in waiting.clone() {
             self.readers.hide(&id);
             let me = self.clone();
             let task = self.runtime.spawn(async move {
@@ -380,7 +382,6 @@ impl Uploader {
         // Overwrites that waited for a delete already done when the daemon died.
         let me = self.clone();
         let task = self.runtime.spawn(async move {
-            let waiting = me.deletes.list();
             name_taken::recover(me.client.as_ref(), &me.renames, &waiting).await;
         });
         lock(&self.tasks).push(task.abort_handle());
