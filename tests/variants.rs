@@ -647,13 +647,15 @@ fn unique_names_overwrite_interrupted_by_a_crash_ends_after_remount() {
         "both new versions wait under a temporary title: {titles:?}"
     );
     m.kill();
+    let first_log = m.log_text();
     srv.clear_faults();
     m.remount();
 
     for (name, bytes) in [("a.txt", b"a after\n"), ("b.txt", b"b after\n")] {
         assert!(
             wait_landed(&srv, Some(&u), name, &sha256(bytes), 30),
-            "{name} did not land; on the service: {:?}; daemon log:\n{}",
+            "{name} did not land; on the service: {:?}; first daemon log:\n{first_log}\n\
+             daemon log after the remount:\n{}",
             srv.remote_files(Some(&u))
                 .iter()
                 .map(file_name_of)

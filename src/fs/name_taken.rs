@@ -160,15 +160,30 @@ pub async fn upload_aside(
     let title = meta.title.clone().unwrap_or_else(|| meta.file_name.clone());
     let temp = temp_name(&title);
     let key = uuid::Uuid::new_v4().simple().to_string();
+    // `old` may itself be an earlier version still waiting under a temporary title (a
+    // file closed twice, e.g. by `echo x > f`: once empty after the O_TRUNC open, once
+    // written). The title is still held by the file that one waits for: this version
+    // waits for that file too, and the earlier version's record goes, as it is replaced.
+    let superseded: Vec<(String, WaitingRename)> = renames
+        .list()
+        .into_iter()
+        .filter(|(_, r)| r.id.as_deref() == Some(old))
+        .collect();
+    let after = superseded
+        .first()
+        .map_or_else(|| old.to_string(), |(_, r)| r.after.clone());
     let mut record = WaitingRename {
         id: None,
         folder_id: meta.folder_id.clone(),
         temp: temp.clone(),
         title: title.clone(),
-        after: old.to_string(),
+        after,
     };
     // Recorded before the upload: a crash during it still ends in the final name.
     renames.save(&key, &record).map_err(local)?;
+    for (k, _) in &superseded {
+        renames.done(k);
+    }
     let mut aside = NewFile {
         title: Some(temp.clone()),
         ..meta.clone()
