@@ -23,6 +23,16 @@ pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
 /// Key under which the remote id is indexed (folders and files are separate id spaces).
+/// One member fewer with remote name `name`.
+fn uncount(counts: &mut HashMap<String, u32>, name: &str) {
+    if let Some(n) = counts.get_mut(name) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(name);
+        }
+    }
+}
+
 fn id_key(e: &Entry) -> Option<String> {
     match e {
         Entry::Folder(f) => Some(format!("d:{}", f.id)),
@@ -80,6 +90,9 @@ impl Inode {
 struct Dir {
     members: HashSet<Ino>,
     by_name: HashMap<String, Ino>,
+    /// How many members have each remote name: finding a namesake is O(1), not a walk of
+    /// the directory at every create (kept by `add_member`, `remove_member`, `set_inode_entry`).
+    remote_names: HashMap<String, u32>,
     /// When the listing was last fetched; `None` = never or invalidated.
     fetched: Option<Instant>,
 }
@@ -364,8 +377,17 @@ impl Namespace {
                 gone.push(ino);
             }
         }
+        let mut remote_names: HashMap<String, u32> = HashMap::with_capacity(members.len());
+        for m in &members {
+            if let Some(i) = self.inodes.get(m) {
+                *remote_names
+                    .entry(i.entry.remote_name().to_string())
+                    .or_default() += 1;
+            }
+        }
         let d = self.dirs.entry(dir).or_default();
         d.members = members;
+        d.remote_names = remote_names;
         d.fetched = Some(now);
         self.rename_all(dir);
         for ino in gone {
@@ -384,8 +406,8 @@ impl Namespace {
             }
             let inode = self.inodes.get_mut(&ino).expect("indexed inode exists");
             inode.parent = dir;
-            inode.entry = entry;
             inode.refreshed = now;
+            self.set_inode_entry(ino, entry);
             return ino;
         }
         let ino = self.alloc(dir, entry, now);
@@ -406,7 +428,7 @@ impl Namespace {
             Some(_) => self.upsert(dir, entry, Instant::now()),
             None => self.alloc(dir, entry, Instant::now()),
         };
-        self.dirs.entry(dir).or_default().members.insert(ino);
+        self.add_member(dir, ino);
         self.place(dir, ino);
         ino
     }
@@ -419,9 +441,9 @@ impl Namespace {
         let old_key = id_key(&inode.entry);
         let new_key = id_key(&entry);
         let old_name = inode.entry.remote_name().to_string();
-        inode.entry = entry;
         inode.refreshed = Instant::now();
         let parent = inode.parent;
+        self.set_inode_entry(ino, entry);
         if old_key != new_key {
             if let Some(k) = old_key {
                 self.by_id.remove(&k);
@@ -451,10 +473,10 @@ impl Namespace {
             return;
         };
         self.take_out(old_parent, ino);
-        self.dirs.entry(new_parent).or_default().members.insert(ino);
         if let Some(i) = self.inodes.get_mut(&ino) {
             i.parent = new_parent;
         }
+        self.add_member(new_parent, ino);
         self.place(new_parent, ino);
     }
 
@@ -465,8 +487,8 @@ impl Namespace {
             return;
         };
         let (name, shown) = (inode.entry.remote_name().to_string(), inode.name.clone());
+        self.remove_member(dir, ino);
         if let Some(d) = self.dirs.get_mut(&dir) {
-            d.members.remove(&ino);
             if d.by_name.get(&shown) == Some(&ino) {
                 d.by_name.remove(&shown);
             }
@@ -478,15 +500,28 @@ impl Namespace {
 
     /// Whether another entry of `dir` has the remote name `name`.
     fn has_namesake(&self, dir: Ino, ino: Ino, name: &str) -> bool {
-        self.dirs.get(&dir).is_some_and(|d| {
-            d.members.iter().any(|m| {
-                *m != ino
-                    && self
-                        .inodes
-                        .get(m)
-                        .is_some_and(|i| i.entry.remote_name() == name)
-            })
-        })
+        let Some(d) = self.dirs.get(&dir) else {
+            return false;
+        };
+        let mut n = d.remote_names.get(name).copied().unwrap_or(0);
+        if d.members.contains(&ino)
+            && self
+                .inodes
+                .get(&ino)
+                .is_some_and(|i| i.entry.remote_name() == name)
+        {
+            n = n.saturating_sub(1);
+        }
+        debug_assert_eq!(
+            n > 0,
+            d.members.iter().any(|m| *m != ino
+                && self
+                    .inodes
+                    .get(m)
+                    .is_some_and(|i| i.entry.remote_name() == name)),
+            "the count of remote names of directory {dir} is off for {name:?}"
+        );
+        n > 0
     }
 
     /// Gives `ino`, a member of `dir`, its shown name. Creating a file in a large
@@ -518,6 +553,58 @@ impl Namespace {
         }
     }
 
+    /// Makes `ino` a member of `dir` (its `parent` must be `dir`).
+    fn add_member(&mut self, dir: Ino, ino: Ino) {
+        let name = self
+            .inodes
+            .get(&ino)
+            .map(|i| i.entry.remote_name().to_string());
+        let d = self.dirs.entry(dir).or_default();
+        if d.members.insert(ino) {
+            if let Some(name) = name {
+                *d.remote_names.entry(name).or_default() += 1;
+            }
+        }
+    }
+
+    /// Takes `ino` out of `dir`'s members; returns whether it was one.
+    fn remove_member(&mut self, dir: Ino, ino: Ino) -> bool {
+        let name = self
+            .inodes
+            .get(&ino)
+            .map(|i| i.entry.remote_name().to_string());
+        let Some(d) = self.dirs.get_mut(&dir) else {
+            return false;
+        };
+        if !d.members.remove(&ino) {
+            return false;
+        }
+        if let Some(name) = name {
+            uncount(&mut d.remote_names, &name);
+        }
+        true
+    }
+
+    /// Gives `ino` a new entry, keeping its directory's count of remote names.
+    fn set_inode_entry(&mut self, ino: Ino, entry: Entry) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        let parent = inode.parent;
+        let old = std::mem::replace(&mut inode.entry, entry);
+        let new_name = inode.entry.remote_name();
+        if old.remote_name() == new_name {
+            return;
+        }
+        let new_name = new_name.to_string();
+        if let Some(d) = self.dirs.get_mut(&parent) {
+            if d.members.contains(&ino) {
+                uncount(&mut d.remote_names, old.remote_name());
+                *d.remote_names.entry(new_name).or_default() += 1;
+            }
+        }
+    }
+
     /// Removes an entry from its directory (deleted). The inode itself stays while the
     /// kernel may still refer to it (open handles keep working on the remote id).
     pub fn remove(&mut self, ino: Ino) {
@@ -543,8 +630,8 @@ impl Namespace {
                 self.by_id.remove(&k);
             }
         }
-        if let Some(d) = self.dirs.get_mut(&parent) {
-            if d.members.remove(&ino) {
+        if self.remove_member(parent, ino) {
+            if let Some(d) = self.dirs.get_mut(&parent) {
                 d.by_name.retain(|_, v| *v != ino);
             }
         }
