@@ -560,7 +560,27 @@ impl Superblock {
                 Err(e) if e.kind == ApiErrorKind::NotFound => {}
                 Err(e) => return Err(Error::api(format!("unlink {name:?}"), e)),
             },
-            Entry::Local { .. } => {}
+            // A new file moved onto a remote file replaces it when its upload lands
+            // (`retarget_moved`); unlinked before that, the file it replaced goes now, or
+            // it would come back on the next mount.
+            Entry::Local { .. } => {
+                let replaced = staged.as_ref().and_then(|s| s.target().replaces);
+                if let Some(old) = replaced {
+                    if self.readers.defer_delete_if_open(&old) {
+                        if let Some(d) = &self.deletes {
+                            if let Err(e) = d.record(&old) {
+                                warn!("could not record the deferred delete of {name:?}: {e}");
+                            }
+                        }
+                    } else {
+                        match self.client.delete_file(&old).await {
+                            Ok(()) => self.reader.invalidate(&old),
+                            Err(e) if e.kind == ApiErrorKind::NotFound => {}
+                            Err(e) => return Err(Error::api(format!("unlink {name:?}"), e)),
+                        }
+                    }
+                }
+            }
         }
         if let Some(s) = staged {
             s.discard();

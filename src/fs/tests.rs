@@ -644,3 +644,36 @@ async fn a_truncate_after_utimens_makes_mtime_now_again() {
     let files = f.mock.files();
     assert_eq!(f.mock.file_bytes(&files[0].id).unwrap(), b"01");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_file_moved_onto_a_remote_one_then_unlinked_takes_the_old_one_with_it() {
+    let f = fixture(false);
+    let old = f.mock.add_file(None, "b.txt", b"old");
+    f.fs.lookup(ROOT_INO, os("b.txt")).await.unwrap();
+    // A new file, still open and never uploaded, is moved onto b.txt and then removed.
+    let (_, o) =
+        f.fs.create(ROOT_INO, os("n.txt"), libc::O_RDWR, me())
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"new").unwrap();
+    f.fs.rename(ROOT_INO, os("n.txt"), ROOT_INO, os("b.txt"), 0)
+        .await
+        .unwrap();
+    assert!(
+        f.mock.file_bytes(&old.id).is_some(),
+        "the old file stays until the new one lands"
+    );
+    f.fs.unlink(ROOT_INO, os("b.txt")).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    // Gone from the service too, not only from this mount's view: a remount shows no b.txt.
+    assert!(f.mock.file_bytes(&old.id).is_none());
+    assert!(f.mock.files().is_empty(), "{:?}", f.mock.files());
+    f.fs.drop_caches();
+    assert_eq!(
+        f.fs.lookup(ROOT_INO, os("b.txt"))
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+}
