@@ -359,7 +359,12 @@ fn random_operation_sequences_match_a_local_directory() {
         seed[..8].copy_from_slice(&n.to_le_bytes());
     }
     config.failure_persistence = None;
-    config.max_shrink_iters = 200;
+    // MEDIAFS_MODEL_SHRINK=0: report the first failing sequence as it is (a timing-dependent
+    // failure may not survive shrinking, and each shrink step can wait seconds).
+    config.max_shrink_iters = std::env::var("MEDIAFS_MODEL_SHRINK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
     let case = std::cell::Cell::new(0u32);
@@ -456,6 +461,10 @@ fn random_operation_sequences_match_a_local_directory() {
         Ok(())
     });
     if let Err(e) = result {
+        // MEDIAFS_MODEL_LOG=FILE: the whole daemon log, for a failure the tail does not explain.
+        if let Some(path) = std::env::var_os("MEDIAFS_MODEL_LOG") {
+            let _ = std::fs::write(path, m.log_text());
+        }
         panic!("{e}\ndaemon log tail:\n{}", log_tail(&m.log_text(), 60));
     }
 
