@@ -22,7 +22,16 @@ use crate::fs::write::StagedFile;
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
-/// Key under which the remote id is indexed (folders and files are separate id spaces).
+/// One member more with remote name `name` (a key is allocated only for a new name).
+fn count(counts: &mut HashMap<String, u32>, name: &str) {
+    match counts.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(name.to_string(), 1);
+        }
+    }
+}
+
 /// One member fewer with remote name `name`.
 fn uncount(counts: &mut HashMap<String, u32>, name: &str) {
     if let Some(n) = counts.get_mut(name) {
@@ -33,6 +42,7 @@ fn uncount(counts: &mut HashMap<String, u32>, name: &str) {
     }
 }
 
+/// Key under which the remote id is indexed (folders and files are separate id spaces).
 fn id_key(e: &Entry) -> Option<String> {
     match e {
         Entry::Folder(f) => Some(format!("d:{}", f.id)),
@@ -380,9 +390,7 @@ impl Namespace {
         let mut remote_names: HashMap<String, u32> = HashMap::with_capacity(members.len());
         for m in &members {
             if let Some(i) = self.inodes.get(m) {
-                *remote_names
-                    .entry(i.entry.remote_name().to_string())
-                    .or_default() += 1;
+                count(&mut remote_names, i.entry.remote_name());
             }
         }
         let d = self.dirs.entry(dir).or_default();
@@ -555,32 +563,24 @@ impl Namespace {
 
     /// Makes `ino` a member of `dir` (its `parent` must be `dir`).
     fn add_member(&mut self, dir: Ino, ino: Ino) {
-        let name = self
-            .inodes
-            .get(&ino)
-            .map(|i| i.entry.remote_name().to_string());
         let d = self.dirs.entry(dir).or_default();
         if d.members.insert(ino) {
-            if let Some(name) = name {
-                *d.remote_names.entry(name).or_default() += 1;
+            if let Some(i) = self.inodes.get(&ino) {
+                count(&mut d.remote_names, i.entry.remote_name());
             }
         }
     }
 
     /// Takes `ino` out of `dir`'s members; returns whether it was one.
     fn remove_member(&mut self, dir: Ino, ino: Ino) -> bool {
-        let name = self
-            .inodes
-            .get(&ino)
-            .map(|i| i.entry.remote_name().to_string());
         let Some(d) = self.dirs.get_mut(&dir) else {
             return false;
         };
         if !d.members.remove(&ino) {
             return false;
         }
-        if let Some(name) = name {
-            uncount(&mut d.remote_names, &name);
+        if let Some(i) = self.inodes.get(&ino) {
+            uncount(&mut d.remote_names, i.entry.remote_name());
         }
         true
     }
@@ -596,11 +596,10 @@ impl Namespace {
         if old.remote_name() == new_name {
             return;
         }
-        let new_name = new_name.to_string();
         if let Some(d) = self.dirs.get_mut(&parent) {
             if d.members.contains(&ino) {
                 uncount(&mut d.remote_names, old.remote_name());
-                *d.remote_names.entry(new_name).or_default() += 1;
+                count(&mut d.remote_names, new_name);
             }
         }
     }

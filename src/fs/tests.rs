@@ -20,6 +20,16 @@ struct Fixture {
     _cache: tempfile::TempDir,
 }
 
+impl Fixture {
+    /// The mount's owner, as a caller of chmod, chown and utimens.
+    fn owner(&self) -> crate::fs::attr::Caller {
+        crate::fs::attr::Caller {
+            uid: self.fs.config().uid,
+            gid: self.fs.config().gid,
+        }
+    }
+}
+
 fn fixture(read_only: bool) -> Fixture {
     let mock = MockClient::new();
     let client: Arc<dyn MediaClient> = mock.clone();
@@ -514,10 +524,7 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
     use crate::fs::attr::{Caller, Change, SetTime};
     use std::time::{Duration, SystemTime};
     let f = fixture(false);
-    let owner = Caller {
-        uid: f.fs.config().uid,
-        gid: f.fs.config().gid,
-    };
+    let owner = f.owner();
     let t = |s| SetTime::At(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
     let set = |mtime, mode| Change {
         mtime,
@@ -602,13 +609,10 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
 /// one (found by tests/model.rs with MEDIAFS_MODEL_SEED=115).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_truncate_after_utimens_makes_mtime_now_again() {
-    use crate::fs::attr::{Caller, Change, SetTime};
+    use crate::fs::attr::{Change, SetTime};
     use std::time::{Duration, SystemTime};
     let f = fixture(false);
-    let owner = Caller {
-        uid: f.fs.config().uid,
-        gid: f.fs.config().gid,
-    };
+    let owner = f.owner();
     let at_100 = Change {
         mtime: Some(SetTime::At(
             SystemTime::UNIX_EPOCH + Duration::from_secs(100),
