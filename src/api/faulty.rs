@@ -2,7 +2,7 @@
 //!
 //! Every call is counted and logged, then asked what to do: first the queue of its
 //! operation ([`FaultyClient::push`]), else the hook ([`FaultyClient::set_hook`]), else it
-//! passes. An injection can delay the call, fail it before it reaches the inner client, or
+//! passes. An injection can delay the call or its answer, fail it before it reaches the inner client, or
 //! run it and then lose the answer (an ambiguous failure: the change happened, the caller
 //! sees an error).
 
@@ -65,6 +65,8 @@ enum Outcome {
 #[derive(Debug)]
 pub struct Inject {
     delay: Duration,
+    /// How long the answer takes to arrive after the inner client gave it.
+    answer_delay: Duration,
     outcome: Outcome,
 }
 
@@ -73,6 +75,7 @@ impl Inject {
     pub fn pass() -> Inject {
         Inject {
             delay: Duration::ZERO,
+            answer_delay: Duration::ZERO,
             outcome: Outcome::Pass,
         }
     }
@@ -112,6 +115,13 @@ impl Inject {
     /// The same, after waiting `d` (tokio time).
     pub fn after(mut self, d: Duration) -> Inject {
         self.delay = d;
+        self
+    }
+
+    /// The inner client answers at once, and the answer arrives `d` later: a listing taken
+    /// before a change made meanwhile, say.
+    pub fn answered_after(mut self, d: Duration) -> Inject {
+        self.answer_delay = d;
         self
     }
 }
@@ -223,7 +233,13 @@ impl FaultyClient {
             tokio::time::sleep(inject.delay).await;
         }
         let result = match inject.outcome {
-            Outcome::Pass => run.await,
+            Outcome::Pass => {
+                let r = run.await;
+                if !inject.answer_delay.is_zero() {
+                    tokio::time::sleep(inject.answer_delay).await;
+                }
+                r
+            }
             Outcome::Fail(e) => Err(e),
             Outcome::LoseAnswer(e) => {
                 let _ = run.await;

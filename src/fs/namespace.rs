@@ -5,6 +5,11 @@
 //! Pure data, no I/O: the superblock does the remote calls and applies their results here
 //! under one lock, which is never held across an `.await`.
 //!
+//! A listing is fetched without the lock, so the mount may change the directory meanwhile
+//! (a delete, a rename, an upload that lands). Such a change stamps its inode, and a
+//! removed object's id is kept while listings are in flight; a listing taken before a
+//! change leaves what that change made alone ([`Namespace::apply_listing_since`]).
+//!
 //! Memory follows what the kernel references: an inode nobody references (lookup count 0,
 //! not open, nothing staged) is dropped once it is no longer an entry of a listing, and a
 //! directory the kernel forgot drops its listing when nothing in it is referenced. Inode
@@ -72,6 +77,9 @@ pub struct Inode {
     lookups: u64,
     /// Open file handles.
     opens: u32,
+    /// When the mount last changed this entry (a [`Namespace::begin_listing`] mark): a
+    /// listing taken before that does not undo the change.
+    changed: u64,
 }
 
 impl Inode {
@@ -87,6 +95,7 @@ impl Inode {
             local: Stored::default(),
             lookups: 0,
             opens: 0,
+            changed: 0,
         }
     }
 
@@ -113,6 +122,13 @@ pub struct Namespace {
     by_id: HashMap<String, Ino>,
     dirs: HashMap<Ino, Dir>,
     next_ino: Ino,
+    /// Changes made through the mount so far (the clock of `Inode::changed`).
+    changes: u64,
+    /// Marks of the listings being fetched now.
+    listings: Vec<u64>,
+    /// Remote objects the mount removed while listings were in flight (id key → change):
+    /// a listing taken before the removal must not bring them back.
+    buried: HashMap<String, u64>,
 }
 
 impl Default for Namespace {
@@ -128,6 +144,9 @@ impl Namespace {
             by_id: HashMap::new(),
             dirs: HashMap::new(),
             next_ino: ROOT_INO + 1,
+            changes: 0,
+            listings: Vec::new(),
+            buried: HashMap::new(),
         };
         ns.inodes.insert(
             ROOT_INO,
@@ -352,6 +371,36 @@ impl Namespace {
         folders: Vec<D>,
         files: Vec<F>,
     ) {
+        self.apply_listing_since(dir, self.changes, folders, files);
+    }
+
+    /// Starts fetching a listing: its mark, for [`Namespace::apply_listing_since`]. Every
+    /// mark must be ended with [`Namespace::end_listing`].
+    pub fn begin_listing(&mut self) -> u64 {
+        self.listings.push(self.changes);
+        self.changes
+    }
+
+    pub fn end_listing(&mut self, mark: u64) {
+        if let Some(i) = self.listings.iter().position(|&m| m == mark) {
+            self.listings.swap_remove(i);
+        }
+        match self.listings.iter().min() {
+            Some(&oldest) => self.buried.retain(|_, &mut c| c > oldest),
+            None => self.buried.clear(),
+        }
+    }
+
+    /// Applies a listing fetched after `mark`: what the mount changed after the mark stays
+    /// as the mount made it (removed objects stay removed, renamed or moved ones keep their
+    /// new place, landed uploads stay), the rest follows the listing.
+    pub fn apply_listing_since<D: Into<FolderEntry>, F: Into<FileEntry>>(
+        &mut self,
+        dir: Ino,
+        mark: u64,
+        folders: Vec<D>,
+        files: Vec<F>,
+    ) {
         if !self.inodes.contains_key(&dir) {
             return; // forgotten while the listing was fetched
         }
@@ -362,7 +411,20 @@ impl Namespace {
             .map(|f| Entry::Folder(f.into()))
             .chain(files.into_iter().map(|f| Entry::File(f.into())));
         for entry in entries {
-            let ino = self.upsert(dir, entry, now);
+            let key = id_key(&entry).expect("remote entries have ids");
+            if self.buried.get(&key).is_some_and(|&c| c > mark) {
+                continue;
+            }
+            if let Some(&ino) = self.by_id.get(&key) {
+                let inode = &self.inodes[&ino];
+                if inode.changed > mark {
+                    if inode.parent == dir && self.attached(ino) {
+                        members.insert(ino);
+                    }
+                    continue;
+                }
+            }
+            let ino = self.upsert(dir, key, entry, now);
             members.insert(ino);
         }
         // Keep entries only we know of: files being written or waiting to upload.
@@ -379,7 +441,7 @@ impl Namespace {
             let keep = self
                 .inodes
                 .get(&ino)
-                .is_some_and(|i| matches!(i.entry, Entry::Local { .. }));
+                .is_some_and(|i| matches!(i.entry, Entry::Local { .. }) || i.changed > mark);
             if keep {
                 members.insert(ino);
             } else {
@@ -403,10 +465,9 @@ impl Namespace {
         }
     }
 
-    /// Inserts or updates the inode of a remote object under `dir` (without renaming the
-    /// directory's entries: callers do that once at the end).
-    fn upsert(&mut self, dir: Ino, entry: Entry, now: Instant) -> Ino {
-        let key = id_key(&entry).expect("remote entries have ids");
+    /// Inserts or updates the inode of a remote object (`key`: its [`id_key`]) under `dir`
+    /// (without renaming the directory's entries: callers do that once at the end).
+    fn upsert(&mut self, dir: Ino, key: String, entry: Entry, now: Instant) -> Ino {
         if let Some(&ino) = self.by_id.get(&key) {
             let old_parent = self.inodes[&ino].parent;
             if old_parent != dir {
@@ -433,9 +494,10 @@ impl Namespace {
     /// Adds an object that the mount itself just created; returns its inode.
     pub fn insert(&mut self, dir: Ino, entry: Entry) -> Ino {
         let ino = match id_key(&entry) {
-            Some(_) => self.upsert(dir, entry, Instant::now()),
+            Some(key) => self.upsert(dir, key, entry, Instant::now()),
             None => self.alloc(dir, entry, Instant::now()),
         };
+        self.stamp(ino);
         self.add_member(dir, ino);
         self.place(dir, ino);
         ino
@@ -452,9 +514,11 @@ impl Namespace {
         inode.refreshed = Instant::now();
         let parent = inode.parent;
         self.set_inode_entry(ino, entry);
+        self.stamp(ino);
         if old_key != new_key {
             if let Some(k) = old_key {
                 self.by_id.remove(&k);
+                self.bury(k);
             }
             if let Some(k) = new_key {
                 // A listing may have seen the new object first: fold that inode into this one.
@@ -484,6 +548,7 @@ impl Namespace {
         if let Some(i) = self.inodes.get_mut(&ino) {
             i.parent = new_parent;
         }
+        self.stamp(ino);
         self.add_member(new_parent, ino);
         self.place(new_parent, ino);
     }
@@ -604,6 +669,22 @@ impl Namespace {
         }
     }
 
+    /// The mount changed `ino`: listings taken before now leave it alone.
+    fn stamp(&mut self, ino: Ino) {
+        self.changes += 1;
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.changed = self.changes;
+        }
+    }
+
+    /// The mount removed the remote object `key`: listings in flight must not bring it back.
+    fn bury(&mut self, key: String) {
+        if !self.listings.is_empty() {
+            self.changes += 1;
+            self.buried.insert(key, self.changes);
+        }
+    }
+
     /// Removes an entry from its directory (deleted). The inode itself stays while the
     /// kernel may still refer to it (open handles keep working on the remote id).
     pub fn remove(&mut self, ino: Ino) {
@@ -614,7 +695,9 @@ impl Namespace {
             if self.by_id.get(&k) == Some(&ino) {
                 self.by_id.remove(&k);
             }
+            self.bury(k);
         }
+        self.stamp(ino);
         self.take_out(parent, ino);
         self.collect(ino);
     }
@@ -806,6 +889,32 @@ mod tests {
             "oldest file now keeps the plain name"
         );
         assert!(ns.child(ROOT_INO, "a~bbbbbbbb.txt").is_some());
+    }
+
+    #[test]
+    fn a_listing_older_than_a_removal_does_not_undo_it_and_the_removal_is_then_forgotten() {
+        let mut ns = Namespace::new();
+        let t = "2026-01-01T00:00:00Z";
+        let listing = || vec![file("f1", "a", None, t, 1), file("f2", "b", None, t, 1)];
+        ns.apply_listing(ROOT_INO, Vec::<Folder>::new(), listing());
+        let mark = ns.begin_listing();
+        let a = ns.child(ROOT_INO, "a").unwrap();
+        ns.remove(a);
+        ns.apply_listing_since(ROOT_INO, mark, Vec::<Folder>::new(), listing());
+        assert_eq!(ns.child(ROOT_INO, "a"), None);
+        assert!(ns.child(ROOT_INO, "b").is_some());
+        ns.end_listing(mark);
+        assert!(
+            ns.buried.is_empty(),
+            "kept only while listings are in flight"
+        );
+        // A listing taken after the removal that has the object again is believed.
+        ns.apply_listing(ROOT_INO, Vec::<Folder>::new(), listing());
+        assert!(ns.child(ROOT_INO, "a").is_some());
+        // With no listing in flight, nothing is kept of a removal.
+        let a = ns.child(ROOT_INO, "a").unwrap();
+        ns.remove(a);
+        assert!(ns.buried.is_empty());
     }
 
     #[test]

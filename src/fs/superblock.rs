@@ -353,9 +353,16 @@ impl Superblock {
 
     async fn list(&self, dir: Ino, parent: &Parent) -> Result<()> {
         let ttl = self.config.dir_ttl;
-        if self.lock().is_fresh(dir, ttl) {
-            return Ok(()); // someone else listed it while we waited
-        }
+        let mark = {
+            let mut ns = self.lock();
+            if ns.is_fresh(dir, ttl) {
+                return Ok(()); // someone else listed it while we waited
+            }
+            ListingMark {
+                sb: self,
+                mark: ns.begin_listing(),
+            }
+        };
         let (folders, files) = tokio::join!(
             self.client.list_folders(parent),
             self.client.list_files(parent)
@@ -376,7 +383,8 @@ impl Superblock {
                         self.reader.offer_url(&f.id, url);
                     }
                 }
-                self.lock().apply_listing(dir, folders, files);
+                self.lock()
+                    .apply_listing_since(dir, mark.mark, folders, files);
                 Ok(())
             }
             Err(e) => {
@@ -855,5 +863,18 @@ impl Superblock {
 
     pub fn inode_count(&self) -> usize {
         self.lock().inode_count()
+    }
+}
+
+/// A listing being fetched ([`Namespace::begin_listing`]); ended when dropped, even if the
+/// fetch is cancelled. Must not be dropped while the namespace lock is held.
+struct ListingMark<'a> {
+    sb: &'a Superblock,
+    mark: u64,
+}
+
+impl Drop for ListingMark<'_> {
+    fn drop(&mut self) {
+        self.sb.lock().end_listing(self.mark);
     }
 }

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::faulty::{FaultyClient, Inject, Op};
 use crate::api::mock::MockClient;
 use crate::api::MediaClient;
 use crate::fs::attr::Kind;
@@ -32,7 +33,17 @@ impl Fixture {
 
 fn fixture(read_only: bool) -> Fixture {
     let mock = MockClient::new();
-    let client: Arc<dyn MediaClient> = mock.clone();
+    fixture_over(mock.clone(), mock, read_only)
+}
+
+/// A fixture whose calls go through a [`FaultyClient`] around the mock.
+fn faulty_fixture() -> (Fixture, Arc<FaultyClient>) {
+    let mock = MockClient::new();
+    let faulty = FaultyClient::wrap(mock.clone());
+    (fixture_over(mock, faulty.clone(), false), faulty)
+}
+
+fn fixture_over(mock: Arc<MockClient>, client: Arc<dyn MediaClient>, read_only: bool) -> Fixture {
     let cache = tempfile::tempdir().unwrap();
     let write = (!read_only).then(|| {
         let mut wc = WriteConfig::new(cache.path().join("c"));
@@ -680,4 +691,127 @@ async fn a_new_file_moved_onto_a_remote_one_then_unlinked_takes_the_old_one_with
             .errno(),
         libc::ENOENT
     );
+}
+
+/// Waits (bounded) until `faulty` has seen `n` calls of `op`.
+async fn calls_reach(faulty: &FaultyClient, op: Op, n: u64) {
+    for _ in 0..500 {
+        if faulty.calls(op) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("{op:?} was not called {n} times");
+}
+
+fn names(fs: &MediaFs, fh: u64) -> Vec<String> {
+    let mut v: Vec<String> = fs
+        .readdir(fh)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_taken_before_a_delete_does_not_bring_the_file_back() {
+    let (f, faulty) = faulty_fixture();
+    f.mock.add_file(None, "gone.txt", b"x");
+    f.mock.add_file(None, "stays.txt", b"y");
+    f.fs.lookup(ROOT_INO, os("gone.txt")).await.unwrap();
+    // The delete reaches the service late; a listing taken meanwhile still has the file.
+    faulty.push(
+        Op::DeleteFile,
+        Inject::pass().after(Duration::from_millis(100)),
+    );
+    let fs = f.fs.clone();
+    let unlink = tokio::spawn(async move { fs.unlink(ROOT_INO, os("gone.txt")).await });
+    calls_reach(&faulty, Op::DeleteFile, 1).await;
+    f.fs.drop_caches();
+    faulty.push(
+        Op::ListFiles,
+        Inject::pass().answered_after(Duration::from_millis(250)),
+    );
+    let fs = f.fs.clone();
+    let listing = tokio::spawn(async move { fs.readdir_snapshot(ROOT_INO).await });
+    unlink.await.unwrap().unwrap();
+    let fh = listing.await.unwrap().unwrap();
+    assert_eq!(names(&f.fs, fh), [".", "..", "stays.txt"]);
+    let err = f.fs.lookup(ROOT_INO, os("gone.txt")).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOENT);
+    assert_eq!(f.mock.files().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_taken_before_an_upload_landed_does_not_hide_the_file() {
+    let (f, faulty) = faulty_fixture();
+    f.mock.add_file(None, "old.txt", b"y");
+    let (_, opened) =
+        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY, me())
+            .await
+            .unwrap();
+    f.fs.write(opened.fh, 0, b"hello").unwrap();
+    // The upload lands after a listing is taken and before that listing arrives.
+    faulty.push(
+        Op::CreateFile,
+        Inject::pass().after(Duration::from_millis(100)),
+    );
+    let fs = f.fs.clone();
+    let closed = tokio::spawn(async move {
+        fs.flush(opened.fh, me()).await?;
+        fs.release(opened.fh).await
+    });
+    calls_reach(&faulty, Op::CreateFile, 1).await;
+    f.fs.drop_caches();
+    faulty.push(
+        Op::ListFiles,
+        Inject::pass().answered_after(Duration::from_millis(250)),
+    );
+    let fs = f.fs.clone();
+    let listing = tokio::spawn(async move { fs.readdir_snapshot(ROOT_INO).await });
+    closed.await.unwrap().unwrap();
+    let fh = listing.await.unwrap().unwrap();
+    assert_eq!(names(&f.fs, fh), [".", "..", "new.txt", "old.txt"]);
+    let a = f.fs.lookup(ROOT_INO, os("new.txt")).await.unwrap();
+    assert_eq!(read_all(&f.fs, a.ino).await, b"hello");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_taken_before_a_rename_does_not_undo_it() {
+    let (f, faulty) = faulty_fixture();
+    f.mock.add_file(None, "old.txt", b"x");
+    let dir = f.mock.add_folder("dir", None);
+    f.fs.lookup(ROOT_INO, os("old.txt")).await.unwrap();
+    let d = f.fs.lookup(ROOT_INO, os("dir")).await.unwrap().ino;
+    f.fs.readdir_snapshot(d).await.unwrap();
+    faulty.push(
+        Op::UpdateFile,
+        Inject::pass().after(Duration::from_millis(100)),
+    );
+    let fs = f.fs.clone();
+    let moved = tokio::spawn(async move {
+        fs.rename(ROOT_INO, os("old.txt"), d, os("new.txt"), 0)
+            .await
+    });
+    calls_reach(&faulty, Op::UpdateFile, 1).await;
+    f.fs.drop_caches();
+    // Both listings are taken before the move reaches the service.
+    faulty.set_hook(|call| match call.op {
+        Op::ListFiles => Inject::pass().answered_after(Duration::from_millis(250)),
+        _ => Inject::pass(),
+    });
+    let fs = f.fs.clone();
+    let root = tokio::spawn(async move { fs.readdir_snapshot(ROOT_INO).await });
+    let fs = f.fs.clone();
+    let sub = tokio::spawn(async move { fs.readdir_snapshot(d).await });
+    moved.await.unwrap().unwrap();
+    let (root, sub) = (root.await.unwrap().unwrap(), sub.await.unwrap().unwrap());
+    assert_eq!(names(&f.fs, root), [".", "..", "dir"]);
+    assert_eq!(names(&f.fs, sub), [".", "..", "new.txt"]);
+    let stored = f.mock.files();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].title.as_deref(), Some("new.txt"));
+    assert_eq!(stored[0].folder_id.as_deref(), Some(dir.id.as_str()));
 }
