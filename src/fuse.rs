@@ -486,11 +486,12 @@ impl Filesystem for FuseFs {
     ) {
         match self.fs.readdir(fh.0) {
             Ok(entries) => {
+                let mut refs = self.fs.references();
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                     // Every entry but `.` and `..` counts as a lookup in the kernel: count it
                     // once it is in the reply; leave out one that is gone meanwhile.
                     let counted = i < 2;
-                    if !counted && !self.fs.remember(e.ino) {
+                    if !counted && !refs.remember(e.ino) {
                         continue;
                     }
                     if reply.add(
@@ -503,11 +504,12 @@ impl Filesystem for FuseFs {
                     ) {
                         if !counted {
                             // Not sent (the buffer is full): not a reference after all.
-                            self.fs.forget(e.ino, 1);
+                            refs.forget(e.ino, 1);
                         }
                         break;
                     }
                 }
+                drop(refs);
                 reply.ok()
             }
             Err(e) => reply_err!(reply, "readdirplus", e),

@@ -20,7 +20,7 @@ use crate::fs::error::{Error, Result};
 use crate::fs::files::{OpenFiles, Opened};
 use crate::fs::namespace::Ino;
 use crate::fs::read::Reader;
-use crate::fs::superblock::Superblock;
+use crate::fs::superblock::{References, Superblock};
 use crate::fs::write::PendingInfo;
 use crate::fs::xattr;
 
@@ -70,10 +70,10 @@ impl MediaFs {
         self.sb.forget(ino, n);
     }
 
-    /// A readdirplus entry handed to the kernel counts as a lookup. False if the inode is
-    /// gone meanwhile (the entry is then left out).
-    pub fn remember(&self, ino: Ino) -> bool {
-        self.sb.remember(ino)
+    /// Readdirplus entries handed to the kernel count as lookups: remembered under one
+    /// lock per reply (an inode gone meanwhile is left out).
+    pub fn references(&self) -> References<'_> {
+        self.sb.references()
     }
 
     pub async fn getattr(&self, ino: Ino) -> Result<Attr> {

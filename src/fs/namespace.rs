@@ -112,6 +112,8 @@ struct Dir {
     /// How many members have each remote name: finding a namesake is O(1), not a walk of
     /// the directory at every create (kept by `add_member`, `remove_member`, `set_inode_entry`).
     remote_names: HashMap<String, u32>,
+    /// How many members are directories (the link count), kept like `remote_names`.
+    subdirs: u32,
     /// When the listing was last fetched; `None` = never or invalidated.
     fetched: Option<Instant>,
 }
@@ -219,10 +221,14 @@ impl Namespace {
             .get(&dir)
             .filter(|d| d.fetched.is_some() || !d.members.is_empty())
             .map(|d| {
-                d.members
-                    .iter()
-                    .filter(|m| self.inodes.get(m).is_some_and(|i| i.entry.is_dir()))
-                    .count() as u32
+                debug_assert_eq!(
+                    d.subdirs as usize,
+                    d.members
+                        .iter()
+                        .filter(|m| self.inodes.get(m).is_some_and(|i| i.entry.is_dir()))
+                        .count()
+                );
+                d.subdirs
             })
     }
 
@@ -450,14 +456,17 @@ impl Namespace {
             }
         }
         let mut remote_names: HashMap<String, u32> = HashMap::with_capacity(members.len());
+        let mut subdirs = 0;
         for m in &members {
             if let Some(i) = self.inodes.get(m) {
                 count(&mut remote_names, i.entry.remote_name());
+                subdirs += u32::from(i.entry.is_dir());
             }
         }
         let d = self.dirs.entry(dir).or_default();
         d.members = members;
         d.remote_names = remote_names;
+        d.subdirs = subdirs;
         d.fetched = Some(now);
         self.rename_all(dir);
         for ino in gone {
@@ -632,6 +641,7 @@ impl Namespace {
         if d.members.insert(ino) {
             if let Some(i) = self.inodes.get(&ino) {
                 count(&mut d.remote_names, i.entry.remote_name());
+                d.subdirs += u32::from(i.entry.is_dir());
             }
         }
     }
@@ -646,6 +656,7 @@ impl Namespace {
         }
         if let Some(i) = self.inodes.get(&ino) {
             uncount(&mut d.remote_names, i.entry.remote_name());
+            d.subdirs -= u32::from(i.entry.is_dir());
         }
         true
     }
@@ -658,13 +669,15 @@ impl Namespace {
         let parent = inode.parent;
         let old = std::mem::replace(&mut inode.entry, entry);
         let new_name = inode.entry.remote_name();
-        if old.remote_name() == new_name {
+        let is_dir = inode.entry.is_dir();
+        if old.remote_name() == new_name && old.is_dir() == is_dir {
             return;
         }
         if let Some(d) = self.dirs.get_mut(&parent) {
             if d.members.contains(&ino) {
                 uncount(&mut d.remote_names, old.remote_name());
                 count(&mut d.remote_names, new_name);
+                d.subdirs = d.subdirs + u32::from(is_dir) - u32::from(old.is_dir());
             }
         }
     }

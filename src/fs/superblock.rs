@@ -427,19 +427,19 @@ impl Superblock {
             .get(ino)
             .ok_or_else(|| err!(NotFound, "unknown inode {ino}"))?;
         let parent = ns.get(me.parent).unwrap_or(me);
-        let mut v = vec![
-            DirEntry {
-                ino,
-                name: ".".into(),
-                attr: self.attr_of(&ns, me),
-            },
-            DirEntry {
-                ino: parent.ino,
-                name: "..".into(),
-                attr: self.attr_of(&ns, parent),
-            },
-        ];
-        for child in ns.children(ino) {
+        let children = ns.children(ino);
+        let mut v = Vec::with_capacity(children.len() + 2);
+        v.push(DirEntry {
+            ino,
+            name: ".".into(),
+            attr: self.attr_of(&ns, me),
+        });
+        v.push(DirEntry {
+            ino: parent.ino,
+            name: "..".into(),
+            attr: self.attr_of(&ns, parent),
+        });
+        for child in children {
             v.push(DirEntry {
                 ino: child.ino,
                 name: child.name.clone(),
@@ -449,9 +449,9 @@ impl Superblock {
         Ok(v)
     }
 
-    /// The kernel got `ino` from a readdirplus entry: false if it is gone meanwhile.
-    pub fn remember(&self, ino: Ino) -> bool {
-        self.lock().remember(ino)
+    /// The kernel's references, for a batch of readdirplus entries under one lock.
+    pub fn references(&self) -> References<'_> {
+        References(self.lock())
     }
 
     pub fn forget(&self, ino: Ino, n: u64) {
@@ -876,5 +876,21 @@ struct ListingMark<'a> {
 impl Drop for ListingMark<'_> {
     fn drop(&mut self) {
         self.sb.lock().end_listing(self.mark);
+    }
+}
+
+/// The namespace lock, held while a readdirplus reply is filled: each entry sent counts as
+/// a lookup. Held for memory work only (no I/O, no `.await`).
+pub struct References<'a>(MutexGuard<'a, Namespace>);
+
+impl References<'_> {
+    /// The kernel got `ino` from a readdirplus entry: false if it is gone meanwhile.
+    pub fn remember(&mut self, ino: Ino) -> bool {
+        self.0.remember(ino)
+    }
+
+    /// The entry was not sent after all.
+    pub fn forget(&mut self, ino: Ino, n: u64) {
+        self.0.forget(ino, n);
     }
 }
