@@ -715,30 +715,50 @@ fn names(fs: &MediaFs, fh: u64) -> Vec<String> {
     v
 }
 
+/// Runs `change` with its call `op` held back 100 ms and, while it is held, drops the
+/// cached listings and starts listing each of `dirs` with answers that arrive 250 ms late:
+/// listings taken before the change reaches the service and applied after it has.
+/// Returns the directory handles.
+async fn change_during_late_listings(
+    f: &Fixture,
+    faulty: &FaultyClient,
+    op: Op,
+    change: impl std::future::Future<Output = crate::fs::Result<()>> + Send + 'static,
+    dirs: &[u64],
+) -> Vec<u64> {
+    faulty.push(op, Inject::pass().after(Duration::from_millis(100)));
+    let change = tokio::spawn(change);
+    calls_reach(faulty, op, 1).await;
+    f.fs.drop_caches();
+    faulty.set_hook(|call| match call.op {
+        Op::ListFiles => Inject::pass().answered_after(Duration::from_millis(250)),
+        _ => Inject::pass(),
+    });
+    let listings: Vec<_> = dirs
+        .iter()
+        .map(|&d| {
+            let fs = f.fs.clone();
+            tokio::spawn(async move { fs.readdir_snapshot(d).await })
+        })
+        .collect();
+    change.await.unwrap().unwrap();
+    let mut handles = Vec::new();
+    for l in listings {
+        handles.push(l.await.unwrap().unwrap());
+    }
+    handles
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_listing_taken_before_a_delete_does_not_bring_the_file_back() {
     let (f, faulty) = faulty_fixture();
     f.mock.add_file(None, "gone.txt", b"x");
     f.mock.add_file(None, "stays.txt", b"y");
     f.fs.lookup(ROOT_INO, os("gone.txt")).await.unwrap();
-    // The delete reaches the service late; a listing taken meanwhile still has the file.
-    faulty.push(
-        Op::DeleteFile,
-        Inject::pass().after(Duration::from_millis(100)),
-    );
     let fs = f.fs.clone();
-    let unlink = tokio::spawn(async move { fs.unlink(ROOT_INO, os("gone.txt")).await });
-    calls_reach(&faulty, Op::DeleteFile, 1).await;
-    f.fs.drop_caches();
-    faulty.push(
-        Op::ListFiles,
-        Inject::pass().answered_after(Duration::from_millis(250)),
-    );
-    let fs = f.fs.clone();
-    let listing = tokio::spawn(async move { fs.readdir_snapshot(ROOT_INO).await });
-    unlink.await.unwrap().unwrap();
-    let fh = listing.await.unwrap().unwrap();
-    assert_eq!(names(&f.fs, fh), [".", "..", "stays.txt"]);
+    let unlink = async move { fs.unlink(ROOT_INO, os("gone.txt")).await };
+    let fh = change_during_late_listings(&f, &faulty, Op::DeleteFile, unlink, &[ROOT_INO]).await;
+    assert_eq!(names(&f.fs, fh[0]), [".", "..", "stays.txt"]);
     let err = f.fs.lookup(ROOT_INO, os("gone.txt")).await.unwrap_err();
     assert_eq!(err.errno(), libc::ENOENT);
     assert_eq!(f.mock.files().len(), 1);
@@ -753,27 +773,13 @@ async fn a_listing_taken_before_an_upload_landed_does_not_hide_the_file() {
             .await
             .unwrap();
     f.fs.write(opened.fh, 0, b"hello").unwrap();
-    // The upload lands after a listing is taken and before that listing arrives.
-    faulty.push(
-        Op::CreateFile,
-        Inject::pass().after(Duration::from_millis(100)),
-    );
     let fs = f.fs.clone();
-    let closed = tokio::spawn(async move {
+    let close = async move {
         fs.flush(opened.fh, me()).await?;
         fs.release(opened.fh).await
-    });
-    calls_reach(&faulty, Op::CreateFile, 1).await;
-    f.fs.drop_caches();
-    faulty.push(
-        Op::ListFiles,
-        Inject::pass().answered_after(Duration::from_millis(250)),
-    );
-    let fs = f.fs.clone();
-    let listing = tokio::spawn(async move { fs.readdir_snapshot(ROOT_INO).await });
-    closed.await.unwrap().unwrap();
-    let fh = listing.await.unwrap().unwrap();
-    assert_eq!(names(&f.fs, fh), [".", "..", "new.txt", "old.txt"]);
+    };
+    let fh = change_during_late_listings(&f, &faulty, Op::CreateFile, close, &[ROOT_INO]).await;
+    assert_eq!(names(&f.fs, fh[0]), [".", "..", "new.txt", "old.txt"]);
     let a = f.fs.lookup(ROOT_INO, os("new.txt")).await.unwrap();
     assert_eq!(read_all(&f.fs, a.ino).await, b"hello");
 }
@@ -786,30 +792,14 @@ async fn a_listing_taken_before_a_rename_does_not_undo_it() {
     f.fs.lookup(ROOT_INO, os("old.txt")).await.unwrap();
     let d = f.fs.lookup(ROOT_INO, os("dir")).await.unwrap().ino;
     f.fs.readdir_snapshot(d).await.unwrap();
-    faulty.push(
-        Op::UpdateFile,
-        Inject::pass().after(Duration::from_millis(100)),
-    );
     let fs = f.fs.clone();
-    let moved = tokio::spawn(async move {
+    let mv = async move {
         fs.rename(ROOT_INO, os("old.txt"), d, os("new.txt"), 0)
             .await
-    });
-    calls_reach(&faulty, Op::UpdateFile, 1).await;
-    f.fs.drop_caches();
-    // Both listings are taken before the move reaches the service.
-    faulty.set_hook(|call| match call.op {
-        Op::ListFiles => Inject::pass().answered_after(Duration::from_millis(250)),
-        _ => Inject::pass(),
-    });
-    let fs = f.fs.clone();
-    let root = tokio::spawn(async move { fs.readdir_snapshot(ROOT_INO).await });
-    let fs = f.fs.clone();
-    let sub = tokio::spawn(async move { fs.readdir_snapshot(d).await });
-    moved.await.unwrap().unwrap();
-    let (root, sub) = (root.await.unwrap().unwrap(), sub.await.unwrap().unwrap());
-    assert_eq!(names(&f.fs, root), [".", "..", "dir"]);
-    assert_eq!(names(&f.fs, sub), [".", "..", "new.txt"]);
+    };
+    let fh = change_during_late_listings(&f, &faulty, Op::UpdateFile, mv, &[ROOT_INO, d]).await;
+    assert_eq!(names(&f.fs, fh[0]), [".", "..", "dir"]);
+    assert_eq!(names(&f.fs, fh[1]), [".", "..", "new.txt"]);
     let stored = f.mock.files();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].title.as_deref(), Some("new.txt"));
