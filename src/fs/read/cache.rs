@@ -69,6 +69,13 @@ impl BlockCache {
         self.lru.put(key, data);
     }
 
+    /// Drops one block, if cached.
+    pub fn remove(&mut self, key: &BlockKey) {
+        if let Some(old) = self.lru.pop(key) {
+            self.used -= old.len() as u64;
+        }
+    }
+
     /// Drops every block of one file. O(cached blocks), which is small (cache / block size).
     pub fn remove_file(&mut self, file: &str) {
         let keys: Vec<BlockKey> = self

@@ -621,3 +621,37 @@ async fn a_small_file_is_fetched_as_it_is_opened_and_read_with_that_one_request(
     settle().await;
     assert_eq!(s.rec.ranges().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_stream_of_a_large_file_drops_the_blocks_behind_it() {
+    // 64 MiB of cache: a 16 MiB window, and room for all of a 40 MiB file.
+    let s = setup(ReadConfig::with_cache_bytes(64 * MIB));
+    let big = content(40 * MIB, 21);
+    let (f, h) = s.add("big.bin", &big);
+    assert_eq!(sha(&s.read_all_from(&h, 0).await), sha(&big));
+    settle().await;
+    // Only the tail the stream may still reorder into stays; nothing was fetched twice.
+    assert!(
+        s.reader.cached_bytes() <= 4 * MIB,
+        "{} bytes cached",
+        s.reader.cached_bytes()
+    );
+    assert_eq!(s.rec.fetched_blocks(MIB), (0..40).collect::<Vec<_>>());
+
+    // Two handles on the file: a second reader may follow, so the blocks stay.
+    let other = s.reader.open(&f.id, f.size(), f.url().map(str::to_string));
+    let h2 = s.reader.open(&f.id, f.size(), f.url().map(str::to_string));
+    assert_eq!(sha(&s.read_all_from(&h2, 0).await), sha(&big));
+    settle().await;
+    assert!(s.reader.cached_bytes() >= 36 * MIB);
+    drop(other);
+
+    // A file no larger than the window stays cached for the next reader.
+    let small = content(8 * MIB, 22);
+    let (_, h3) = s.add("small.bin", &small);
+    s.read_all_from(&h3, 0).await;
+    settle().await;
+    let fetched = s.rec.ranges().len();
+    assert_eq!(sha(&s.read_all_from(&h3, 0).await), sha(&small));
+    assert_eq!(s.rec.ranges().len(), fetched, "read again from the cache");
+}

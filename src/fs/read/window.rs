@@ -41,6 +41,11 @@ pub(crate) struct Readahead {
 }
 
 impl Readahead {
+    /// Whether the handle reads sequentially (a readahead window is open).
+    pub fn is_sequential(&self) -> bool {
+        self.window > 0
+    }
+
     /// Records a read of `[offset, end)` and returns the byte range worth prefetching
     /// (already clamped to the file `size` and to what was issued before), if any.
     ///
