@@ -237,13 +237,13 @@ impl Filesystem for FuseFs {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.to_owned());
         self.spawn("mkdir", parent.0, async move {
-            match fs.mkdir(parent.0, &name).await {
+            match fs.mkdir(parent.0, &name, mode & !umask).await {
                 Ok(a) => reply.entry(&ttl, &to_file_attr(&a), Generation(0)),
                 Err(e) => reply_err!(reply, "mkdir", e),
             }
@@ -623,14 +623,14 @@ impl Filesystem for FuseFs {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let (fs, ttl, name, pid) = (self.fs.clone(), self.ttl, name.to_owned(), req.pid());
         self.spawn("create", parent.0, async move {
-            match fs.create(parent.0, &name, flags, pid).await {
+            match fs.create(parent.0, &name, mode & !umask, flags, pid).await {
                 Ok((a, o)) => reply.created(
                     &ttl,
                     &to_file_attr(&a),

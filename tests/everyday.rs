@@ -184,6 +184,49 @@ fn rsync_twice_transfers_nothing_and_attributes_survive_remount() {
     assert_eq!(mode.trim(), "600");
 }
 
+/// The mode a program creates a file or directory with is kept (the umask applied), as
+/// `cp`, `tar x` and `git checkout` rely on: an executable copied in runs, a private file
+/// stays private, and both survive a remount.
+#[test]
+fn files_and_directories_keep_the_mode_they_were_created_with() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let mut m = Mount::new(&srv, &[]);
+    let src = tempfile::tempdir().unwrap();
+    sh(
+        src.path(),
+        "mkdir t && echo secret > t/key && chmod 600 t/key && tar -cf t.tar t",
+    );
+    let ran = sh(
+        m.path(),
+        &format!(
+            r#"
+        umask 022
+        cp /usr/bin/true true2 && ./true2 && echo ran
+        tar -xf {tar}
+        python3 -c "import os; os.close(os.open('p600', os.O_CREAT | os.O_WRONLY, 0o600)); os.mkdir('d700', 0o700)"
+        (umask 077; touch masked)
+        "#,
+            tar = src.path().join("t.tar").display()
+        ),
+    );
+    assert!(ran.contains("ran"), "{ran}");
+    let modes = |m: &Mount| sh(m.path(), "stat -c '%n %a' true2 t/key p600 d700 masked");
+    let want = "true2 755\nt/key 600\np600 600\nd700 700\nmasked 600\n";
+    assert_eq!(modes(&m), want);
+    m.unmount();
+    m.remount();
+    assert_eq!(modes(&m), want, "after a remount");
+    assert_eq!(sh(m.path(), "cat t/key"), "secret\n");
+    let key = remote_file(&srv, Some(&remote_folder(&srv, None, "t").id), "key");
+    assert_eq!(
+        remote_sha256(&srv, &key.id),
+        sha256_file(&src.path().join("t/key"))
+    );
+}
+
 /// Directory times and link counts: a directory's mtime and ctime move when entries are
 /// created, removed or renamed in it through the mount (and stay after a remount); its
 /// nlink is 2 + its subdirectories; the root shows a recent time, not 1970.

@@ -291,6 +291,7 @@ impl OpenFiles {
         &self,
         parent: Ino,
         name: &OsStr,
+        mode: u32,
         flags: i32,
         pid: u32,
     ) -> Result<(Attr, Opened)> {
@@ -318,6 +319,8 @@ impl OpenFiles {
         };
         let staged = uploader.stage_new(target)?;
         let ino = self.sb.insert_local(parent, remote_name, staged.clone());
+        // Held in memory until the upload lands (no remote id yet): no I/O to fail here.
+        self.sb.set_created_mode(ino, mode)?;
         let opener = process::process_of(pid);
         let fh = self.add(
             ino,

@@ -138,10 +138,11 @@ impl MediaFs {
         &self,
         parent: Ino,
         name: &OsStr,
+        mode: u32,
         flags: i32,
         pid: u32,
     ) -> Result<(Attr, Opened)> {
-        self.files.create(parent, name, flags, pid).await
+        self.files.create(parent, name, mode, flags, pid).await
     }
 
     /// flush: uploads the staged copy if it changed (or holds back a temporary file's
@@ -162,9 +163,10 @@ impl MediaFs {
 
     // ----- namespace changes ------------------------------------------------------------
 
-    pub async fn mkdir(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+    /// `mode`: the permission bits asked for, the caller's umask applied.
+    pub async fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32) -> Result<Attr> {
         self.check_writable()?;
-        self.sb.mkdir(parent, name).await
+        self.sb.mkdir(parent, name, mode).await
     }
 
     pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {

@@ -237,6 +237,38 @@ impl Superblock {
         Ok(self.attr_of(&ns, ns.get(ino).expect("checked above")))
     }
 
+    /// The permission bits a create or mkdir asked for (the caller's umask applied), kept
+    /// like a chmod; the default mode is not stored.
+    pub fn set_created_mode(&self, ino: Ino, mode: u32) -> Result<()> {
+        let mode = mode & 0o7777;
+        let mut ns = self.lock();
+        let Some(inode) = ns.get(ino) else {
+            return Ok(());
+        };
+        let default = if inode.entry.is_dir() {
+            self.config.dir_mode
+        } else {
+            self.config.file_mode
+        };
+        if mode == u32::from(default) {
+            return Ok(());
+        }
+        let update = Stored {
+            mode: Some(mode),
+            ..Stored::default()
+        };
+        match (&self.attrs, attr_key(&inode.entry)) {
+            (Some(a), Some(k)) => {
+                a.set(&k, &update).map_err(db_error)?;
+            }
+            _ => {
+                let inode = ns.get_mut(ino).expect("checked above");
+                inode.local = inode.local.merged(&update);
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes were written to `ino`: a time set before the write no longer holds.
     pub fn wrote(&self, ino: Ino) {
         if let Some(i) = self.lock().get_mut(ino) {
@@ -498,7 +530,8 @@ impl Superblock {
 
     // ----- transactions ---------------------------------------------------------------
 
-    pub async fn mkdir(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
+    /// `mode`: the permission bits asked for, the umask applied.
+    pub async fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32) -> Result<Attr> {
         let remote_name =
             names::unescape(name).map_err(|k| Error::new(k, format!("invalid name {name:?}")))?;
         self.ensure_listing(parent).await?;
@@ -517,10 +550,13 @@ impl Superblock {
         // A new folder is empty: no need to list it.
         ns.apply_listing(ino, Vec::<FolderEntry>::new(), Vec::<FileEntry>::new());
         ns.remember(ino);
-        let a = self.attr_of(&ns, ns.get(ino).expect("just inserted"));
         drop(ns);
+        // The folder exists now: a mode that could not be stored is logged, not an error.
+        if let Err(e) = self.set_created_mode(ino, mode) {
+            warn!("mkdir {name:?}: could not keep mode {mode:o}: {e}");
+        }
         self.dir_changed(parent);
-        Ok(a)
+        self.attr(ino)
     }
 
     /// A file created through the mount, not uploaded yet; one kernel reference.

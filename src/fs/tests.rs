@@ -136,7 +136,7 @@ async fn duplicates_are_all_visible_and_readable() {
 async fn create_write_flush_uploads_once_with_the_entry_name() {
     let f = fixture(false);
     let (attr, opened) =
-        f.fs.create(ROOT_INO, os("a∕b.txt"), libc::O_WRONLY, me())
+        f.fs.create(ROOT_INO, os("a∕b.txt"), 0o644, libc::O_WRONLY, me())
             .await
             .unwrap();
     assert_eq!(attr.size, 0);
@@ -162,7 +162,7 @@ async fn a_close_by_another_process_leaves_the_upload_to_the_opener_or_the_last_
         .spawn()
         .unwrap();
     let (_, o) =
-        f.fs.create(ROOT_INO, os("log.txt"), libc::O_WRONLY, me())
+        f.fs.create(ROOT_INO, os("log.txt"), 0o644, libc::O_WRONLY, me())
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"first").unwrap();
@@ -297,7 +297,7 @@ async fn offline_serves_stale_listings_and_keeps_new_files_pending() {
         "stale rather than EIO"
     );
     let (_, o) =
-        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY, me())
+        f.fs.create(ROOT_INO, os("new.txt"), 0o644, libc::O_WRONLY, me())
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"written offline").unwrap();
@@ -329,7 +329,7 @@ async fn read_only_refuses_every_change() {
     let ino = f.fs.lookup(ROOT_INO, os("x")).await.unwrap().ino;
     let e = |r: Result<(), crate::fs::Error>| r.unwrap_err().errno();
     assert_eq!(
-        e(f.fs.mkdir(ROOT_INO, os("d")).await.map(|_| ())),
+        e(f.fs.mkdir(ROOT_INO, os("d"), 0o755).await.map(|_| ())),
         libc::EROFS
     );
     assert_eq!(e(f.fs.unlink(ROOT_INO, os("x")).await), libc::EROFS);
@@ -338,7 +338,10 @@ async fn read_only_refuses_every_change() {
         libc::EROFS
     );
     assert_eq!(
-        e(f.fs.create(ROOT_INO, os("n"), 0, me()).await.map(|_| ())),
+        e(f.fs
+            .create(ROOT_INO, os("n"), 0o644, 0, me())
+            .await
+            .map(|_| ())),
         libc::EROFS
     );
     assert_eq!(
@@ -497,7 +500,7 @@ async fn an_open_file_survives_forget() {
 async fn a_file_being_written_survives_forget_and_lands() {
     let f = fixture(false);
     let (attr, o) =
-        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY, me())
+        f.fs.create(ROOT_INO, os("new.txt"), 0o644, libc::O_WRONLY, me())
             .await
             .unwrap();
     f.fs.forget(attr.ino, 1);
@@ -518,9 +521,9 @@ async fn lookups_create_and_mkdir_count_one_reference_each() {
     f.mock.add_file(None, "x.txt", b"x");
     let x = f.fs.lookup(ROOT_INO, os("x.txt")).await.unwrap();
     f.fs.lookup(ROOT_INO, os("x.txt")).await.unwrap();
-    let d = f.fs.mkdir(ROOT_INO, os("d")).await.unwrap();
+    let d = f.fs.mkdir(ROOT_INO, os("d"), 0o755).await.unwrap();
     let (c, o) =
-        f.fs.create(d.ino, os("c"), libc::O_WRONLY, me())
+        f.fs.create(d.ino, os("c"), 0o644, libc::O_WRONLY, me())
             .await
             .unwrap();
     f.fs.release(o.fh).await.unwrap();
@@ -543,7 +546,7 @@ async fn local_attributes_follow_writes_uploads_and_overwrites() {
         ..Change::default()
     };
     let (attr, o) =
-        f.fs.create(ROOT_INO, os("a.txt"), libc::O_WRONLY, me())
+        f.fs.create(ROOT_INO, os("a.txt"), 0o644, libc::O_WRONLY, me())
             .await
             .unwrap();
     let ino = attr.ino;
@@ -632,7 +635,7 @@ async fn a_truncate_after_utimens_makes_mtime_now_again() {
     };
     let recent = |t: SystemTime| t > SystemTime::now() - Duration::from_secs(60);
     let (attr, o) =
-        f.fs.create(ROOT_INO, os("t.bin"), libc::O_RDWR, me())
+        f.fs.create(ROOT_INO, os("t.bin"), 0o644, libc::O_RDWR, me())
             .await
             .unwrap();
     let ino = attr.ino;
@@ -667,7 +670,7 @@ async fn a_new_file_moved_onto_a_remote_one_then_unlinked_takes_the_old_one_with
     f.fs.lookup(ROOT_INO, os("b.txt")).await.unwrap();
     // A new file, still open and never uploaded, is moved onto b.txt and then removed.
     let (_, o) =
-        f.fs.create(ROOT_INO, os("n.txt"), libc::O_RDWR, me())
+        f.fs.create(ROOT_INO, os("n.txt"), 0o644, libc::O_RDWR, me())
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"new").unwrap();
@@ -769,7 +772,7 @@ async fn a_listing_taken_before_an_upload_landed_does_not_hide_the_file() {
     let (f, faulty) = faulty_fixture();
     f.mock.add_file(None, "old.txt", b"y");
     let (_, opened) =
-        f.fs.create(ROOT_INO, os("new.txt"), libc::O_WRONLY, me())
+        f.fs.create(ROOT_INO, os("new.txt"), 0o644, libc::O_WRONLY, me())
             .await
             .unwrap();
     f.fs.write(opened.fh, 0, b"hello").unwrap();
@@ -804,4 +807,42 @@ async fn a_listing_taken_before_a_rename_does_not_undo_it() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].title.as_deref(), Some("new.txt"));
     assert_eq!(stored[0].folder_id.as_deref(), Some(dir.id.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_and_mkdir_keep_the_mode_asked_for() {
+    let f = fixture(false);
+    let (a, opened) =
+        f.fs.create(ROOT_INO, os("key"), 0o600, libc::O_WRONLY, me())
+            .await
+            .unwrap();
+    assert_eq!(a.perm, 0o600);
+    f.fs.write(opened.fh, 0, b"secret").unwrap();
+    f.fs.flush(opened.fh, me()).await.unwrap();
+    f.fs.release(opened.fh).await.unwrap();
+    let (run, opened) =
+        f.fs.create(ROOT_INO, os("run.sh"), 0o755, libc::O_WRONLY, me())
+            .await
+            .unwrap();
+    assert_eq!(run.perm, 0o755);
+    f.fs.release(opened.fh).await.unwrap();
+    let d = f.fs.mkdir(ROOT_INO, os("private"), 0o700).await.unwrap();
+    assert_eq!(d.perm, 0o700);
+    // Uploaded, listed again: the modes stay (stored under the remote ids).
+    f.fs.drop_caches();
+    for (name, perm) in [("key", 0o600), ("run.sh", 0o755), ("private", 0o700)] {
+        assert_eq!(
+            f.fs.lookup(ROOT_INO, os(name)).await.unwrap().perm,
+            perm,
+            "{name}"
+        );
+    }
+    assert_eq!(f.mock.files().len(), 2);
+    // O_CREAT on an existing file leaves its mode alone, as on a local disk.
+    let (again, opened) =
+        f.fs.create(ROOT_INO, os("key"), 0o644, libc::O_WRONLY, me())
+            .await
+            .unwrap();
+    assert_eq!(again.perm, 0o600);
+    f.fs.release(opened.fh).await.unwrap();
 }
