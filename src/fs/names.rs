@@ -90,6 +90,9 @@ pub struct Candidate {
     pub remote_name: String,
     /// `createdAt` as the service sent it (RFC 3339).
     pub created_at: Option<String>,
+    /// The mount wrote or moved this entry under its plain name (an overwrite, an `mv`
+    /// onto the name): it keeps the name over older namesakes while the mount runs.
+    pub claimed: bool,
 }
 
 impl Candidate {
@@ -99,6 +102,7 @@ impl Candidate {
             is_dir: true,
             remote_name: f.name.clone(),
             created_at: f.created_at.clone(),
+            claimed: false,
         }
     }
 
@@ -108,6 +112,7 @@ impl Candidate {
             is_dir: false,
             remote_name: file_remote_name(f),
             created_at: f.created_at.clone(),
+            claimed: false,
         }
     }
 }
@@ -117,10 +122,16 @@ impl Candidate {
 /// or `..`).
 ///
 /// Entries whose escaped names are equal compete for that name: a folder beats a file, then
-/// the oldest (`createdAt`, then `id`) wins. Every loser is shown as `stem~<first 8 of id>.ext`;
+/// one the mount claimed the name for ([`Candidate::claimed`]), then the oldest
+/// (`createdAt`, then `id`) wins. Every loser is shown as `stem~<first 8 of id>.ext`;
 /// if that is taken too, more of the id is used, then the whole id, then a counter. Plain
 /// names are reserved before any generated one, so an entry never loses its plain name to
 /// another entry's generated name.
+/// The name `c` gets when nothing competes with it (its plain name, escaped and fitted).
+pub fn plain_name(c: &Candidate) -> String {
+    base_name(c)
+}
+
 pub fn assign_names(entries: &[Candidate]) -> Vec<String> {
     let bases: Vec<String> = entries.iter().map(base_name).collect();
     let ranks: Vec<Rank<'_>> = entries.iter().map(Rank::of).collect();
@@ -159,6 +170,7 @@ pub fn assign_names(entries: &[Candidate]) -> Vec<String> {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Rank<'a> {
     is_file: bool,
+    unclaimed: bool,
     /// Unparseable or missing timestamps count as newest: an entry of unknown age does not
     /// take the name from one whose age is known.
     time_unknown: bool,
@@ -178,6 +190,7 @@ impl<'a> Rank<'a> {
             .map(|t| t.with_timezone(&Utc));
         Rank {
             is_file: !c.is_dir,
+            unclaimed: !c.claimed,
             time_unknown: time.is_none(),
             time,
             created_raw: c.created_at.as_deref(),
@@ -285,6 +298,7 @@ mod tests {
             is_dir: false,
             remote_name: name.to_string(),
             created_at: Some(created.to_string()),
+            claimed: false,
         }
     }
 
@@ -602,12 +616,14 @@ mod tests {
             any::<bool>(),
             name_strategy(),
             prop::option::of(prop::sample::select(vec![T1, T2, T3, "junk"])),
+            any::<bool>(),
         )
-            .prop_map(|(id, is_dir, remote_name, created)| Candidate {
+            .prop_map(|(id, is_dir, remote_name, created, claimed)| Candidate {
                 id,
                 is_dir,
                 remote_name,
                 created_at: created.map(str::to_string),
+                claimed,
             })
     }
 

@@ -77,6 +77,8 @@ pub struct Inode {
     lookups: u64,
     /// Open file handles.
     opens: u32,
+    /// The mount wrote or moved this entry under its plain name ([`Candidate::claimed`]).
+    claimed: bool,
     /// When the mount last changed this entry (a [`Namespace::begin_listing`] mark): a
     /// listing taken before that does not undo the change.
     changed: u64,
@@ -95,6 +97,7 @@ impl Inode {
             local: Stored::default(),
             lookups: 0,
             opens: 0,
+            claimed: false,
             changed: 0,
         }
     }
@@ -755,7 +758,21 @@ impl Namespace {
             is_dir: e.is_dir(),
             remote_name: e.remote_name().to_string(),
             created_at: e.created_at(),
+            claimed: self.inodes[&ino].claimed,
         }
+    }
+
+    /// The mount wrote or moved `ino` under the name `shown`: if that is its plain name, it
+    /// keeps it over older namesakes (SEMANTICS.md: the plain name shows what was written
+    /// or moved there) while the mount runs.
+    pub fn claim_name(&mut self, ino: Ino, shown: &str) {
+        if !self.inodes.contains_key(&ino) || names::plain_name(&self.candidate(ino)) != shown {
+            return;
+        }
+        let inode = self.inodes.get_mut(&ino).expect("checked above");
+        inode.claimed = true;
+        let parent = inode.parent;
+        self.rename_all(parent);
     }
 
     /// Recomputes the shown names of a directory's entries (escaping + duplicate rule).

@@ -281,7 +281,11 @@ impl Superblock {
     pub fn uploaded(&self, ino: Ino, replaced: Option<&str>, file: MediaFile) {
         let mut ns = self.lock();
         self.move_attrs(&mut ns, ino, replaced, &file.id);
+        let shown = ns.get(ino).map(|i| i.name.clone());
         ns.set_entry(ino, Entry::file(file));
+        if let Some(shown) = shown {
+            ns.claim_name(ino, &shown);
+        }
     }
 
     fn move_attrs(&self, ns: &mut Namespace, ino: Ino, replaced: Option<&str>, new_id: &str) {
@@ -750,6 +754,7 @@ impl Superblock {
             });
             ns.reparent(plan.ino, new_parent);
             ns.set_entry(plan.ino, entry);
+            ns.claim_name(plan.ino, &new_name.to_string_lossy());
             target
         };
 

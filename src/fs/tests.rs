@@ -846,3 +846,40 @@ async fn create_and_mkdir_keep_the_mode_asked_for() {
     assert_eq!(again.perm, 0o600);
     f.fs.release(opened.fh).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plain_name_shows_what_was_written_or_moved_there_over_older_duplicates() {
+    let f = fixture(false);
+    f.mock.add_file(None, "todo.txt", b"oldest");
+    let older = f.mock.add_file(None, "todo.txt", b"older duplicate");
+    f.mock.add_file(None, "other.txt", b"moved");
+    let plain = f.fs.lookup(ROOT_INO, os("todo.txt")).await.unwrap();
+    let (_, opened) =
+        f.fs.create(
+            ROOT_INO,
+            os("todo.txt"),
+            0o644,
+            libc::O_WRONLY | libc::O_TRUNC,
+            me(),
+        )
+        .await
+        .unwrap();
+    f.fs.write(opened.fh, 0, b"written").unwrap();
+    f.fs.flush(opened.fh, me()).await.unwrap();
+    f.fs.release(opened.fh).await.unwrap();
+    // The upload is newer than the remaining duplicate; the name stays with it.
+    let a = f.fs.lookup(ROOT_INO, os("todo.txt")).await.unwrap();
+    assert_eq!(a.ino, plain.ino);
+    assert_eq!(read_all(&f.fs, a.ino).await, b"written");
+    let suffixed = format!("todo~{}.txt", &older.id[..8]);
+    let dup = f.fs.lookup(ROOT_INO, os(&suffixed)).await.unwrap();
+    assert_eq!(read_all(&f.fs, dup.ino).await, b"older duplicate");
+
+    f.fs.rename(ROOT_INO, os("other.txt"), ROOT_INO, os("todo.txt"), 0)
+        .await
+        .unwrap();
+    let a = f.fs.lookup(ROOT_INO, os("todo.txt")).await.unwrap();
+    assert_eq!(read_all(&f.fs, a.ino).await, b"moved");
+    let fh = f.fs.readdir_snapshot(ROOT_INO).await.unwrap();
+    assert_eq!(names(&f.fs, fh), [".", "..", "todo.txt", suffixed.as_str()]);
+}
