@@ -9,14 +9,14 @@
 
 use std::ffi::OsStr;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{event, Instrument, Level};
@@ -30,11 +30,23 @@ pub struct FuseFs {
     rt: Handle,
     /// How long the kernel may cache attributes and names.
     ttl: Duration,
+    /// Tells the kernel to drop what it cached; set once the session exists.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<MediaFs>, rt: Handle, ttl: Duration) -> Self {
-        FuseFs { fs, rt, ttl }
+    pub fn new(
+        fs: Arc<MediaFs>,
+        rt: Handle,
+        ttl: Duration,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> Self {
+        FuseFs {
+            fs,
+            rt,
+            ttl,
+            notifier,
+        }
     }
 
     /// Runs `f` on the runtime inside a span named after the operation.
@@ -293,11 +305,17 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fs, pid) = (self.fs.clone(), req.pid());
+        let (fs, pid, notifier) = (self.fs.clone(), req.pid(), self.notifier.clone());
         let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
         let task = async move {
             match fs.open(ino.0, flags.0, pid).await {
                 Ok(o) => {
+                    if o.stale_attrs {
+                        // Attributes only (offset -1): the pages go with the open's reply.
+                        if let Some(Err(e)) = notifier.get().map(|n| n.inval_inode(ino, -1, 0)) {
+                            event!(Level::DEBUG, ino = ino.0, "inval_inode: {e}");
+                        }
+                    }
                     let mut f = FopenFlags::empty();
                     if o.keep_cache {
                         f |= FopenFlags::FOPEN_KEEP_CACHE;

@@ -547,12 +547,14 @@ fn serve_mount_inner(
     config.clone_fd = true;
 
     let attr_ttl = Duration::from_secs(args.attr_ttl);
+    let notifier = Arc::new(std::sync::OnceLock::new());
     let mut session = fuser::Session::new(
-        FuseFs::new(fs.clone(), handle.clone(), attr_ttl),
+        FuseFs::new(fs.clone(), handle.clone(), attr_ttl, notifier.clone()),
         mountpoint,
         &config,
     )
     .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     let bg = session.spawn().context("starting the FUSE session")?;
     // Held open for the daemon's lifetime: the guard sees its end when the daemon dies.

@@ -227,6 +227,40 @@ fn files_and_directories_keep_the_mode_they_were_created_with() {
     );
 }
 
+/// A file appended to while another descriptor reads it: that descriptor keeps the old
+/// version (SEMANTICS.md), and an open made after the append reads the new one whole,
+/// even within the attribute TTL, in which the old reader's short read had made the kernel
+/// believe the old size.
+#[test]
+fn an_open_after_an_overwrite_reads_the_new_version_while_an_old_reader_goes_on() {
+    if !fuse_available() {
+        return;
+    }
+    let srv = Server::start(|_| {});
+    let m = Mount::new(&srv, &["--attr-ttl", "60"]);
+    let out = sh(
+        m.path(),
+        r#"
+        echo start > f.txt && sleep 1.2
+        python3 - <<'PY'
+import os, subprocess
+fd = os.open("f.txt", os.O_RDONLY)
+with open("f.txt", "a") as f:
+    f.write("line\n")
+print("old", os.pread(fd, 100, 0))
+fd2 = os.open("f.txt", os.O_RDONLY)
+print("new", os.pread(fd2, 100, 0))
+print("cat", subprocess.run(["cat", "f.txt"], capture_output=True).stdout)
+PY
+        "#,
+    );
+    assert!(out.contains("old b'start\\n'"), "{out}");
+    assert!(out.contains("new b'start\\nline\\n'"), "{out}");
+    assert!(out.contains("cat b'start\\nline\\n'"), "{out}");
+    let f = remote_file(&srv, None, "f.txt");
+    assert_eq!(srv.remote_bytes(&f.id), b"start\nline\n");
+}
+
 /// Directory times and link counts: a directory's mtime and ctime move when entries are
 /// created, removed or renamed in it through the mount (and stay after a remount); its
 /// nlink is 2 + its subdirectories; the root shows a recent time, not 1970.

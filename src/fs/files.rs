@@ -34,6 +34,10 @@ pub struct Opened {
     pub fh: u64,
     /// The remote bytes are the ones the kernel may have cached from an earlier open.
     pub keep_cache: bool,
+    /// The kernel may hold attributes of another version of the file: a read through a
+    /// handle still on the old version shortens its idea of the size. They must be
+    /// dropped, or this open reads the new version only up to the old size.
+    pub stale_attrs: bool,
 }
 
 pub struct OpenFiles {
@@ -109,6 +113,7 @@ impl OpenFiles {
             return Ok(Opened {
                 fh: self.add(ino, Handle::StagedRead { ino, staged }),
                 keep_cache: false,
+                stale_attrs: false,
             });
         }
         let (mut file, refreshed) =
@@ -129,14 +134,15 @@ impl OpenFiles {
                 }
             }
         }
-        let keep_cache = {
+        let (keep_cache, stale_attrs) = {
             let mut ns = self.sb.lock();
             let inode = ns
                 .get_mut(ino)
                 .ok_or_else(|| err!(NotFound, "inode {ino} vanished"))?;
             let keep = inode.last_open_id.as_deref() == Some(file.id.as_str());
+            let changed = !keep && inode.last_open_id.is_some();
             inode.last_open_id = Some(file.id.clone());
-            keep
+            (keep, changed)
         };
         let handle = self.reader.open(&file.id, file.size, file.url.clone());
         if !keep_cache {
@@ -151,6 +157,7 @@ impl OpenFiles {
         Ok(Opened {
             fh: self.add(ino, h),
             keep_cache,
+            stale_attrs,
         })
     }
 
@@ -187,6 +194,7 @@ impl OpenFiles {
             return Ok(Opened {
                 fh,
                 keep_cache: false,
+                stale_attrs: false,
             });
         }
         Err(err!(
@@ -333,6 +341,7 @@ impl OpenFiles {
         let opened = Opened {
             fh,
             keep_cache: false,
+            stale_attrs: false,
         };
         Ok((self.sb.attr(ino)?, opened))
     }
