@@ -320,6 +320,9 @@ impl Filesystem for FuseFs {
                     if o.keep_cache {
                         f |= FopenFlags::FOPEN_KEEP_CACHE;
                     }
+                    if o.direct_io {
+                        f |= FopenFlags::FOPEN_DIRECT_IO;
+                    }
                     if read_only {
                         // A read handle's close has nothing to do: no FLUSH round trip.
                         f |= FopenFlags::FOPEN_NOFLUSH;

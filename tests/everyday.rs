@@ -229,8 +229,8 @@ fn files_and_directories_keep_the_mode_they_were_created_with() {
 
 /// A file appended to while another descriptor reads it: that descriptor keeps the old
 /// version (SEMANTICS.md), and an open made after the append reads the new one whole,
-/// even within the attribute TTL, in which the old reader's short read had made the kernel
-/// believe the old size.
+/// even within the attribute TTL (the old reader's short read had made the kernel believe
+/// the old size), with reads through the two interleaved (they share one page cache).
 #[test]
 fn an_open_after_an_overwrite_reads_the_new_version_while_an_old_reader_goes_on() {
     if !fuse_available() {
@@ -250,13 +250,21 @@ with open("f.txt", "a") as f:
 print("old", os.pread(fd, 100, 0))
 fd2 = os.open("f.txt", os.O_RDONLY)
 print("new", os.pread(fd2, 100, 0))
+# Reads through both, interleaved: neither sees the other's version.
+print("old2", os.pread(fd, 100, 0))
+print("new2", os.pread(fd2, 100, 0))
 print("cat", subprocess.run(["cat", "f.txt"], capture_output=True).stdout)
+os.close(fd)
+print("after", subprocess.run(["cat", "f.txt"], capture_output=True).stdout)
 PY
         "#,
     );
     assert!(out.contains("old b'start\\n'"), "{out}");
     assert!(out.contains("new b'start\\nline\\n'"), "{out}");
+    assert!(out.contains("old2 b'start\\n'"), "{out}");
+    assert!(out.contains("new2 b'start\\nline\\n'"), "{out}");
     assert!(out.contains("cat b'start\\nline\\n'"), "{out}");
+    assert!(out.contains("after b'start\\nline\\n'"), "{out}");
     let f = remote_file(&srv, None, "f.txt");
     assert_eq!(srv.remote_bytes(&f.id), b"start\nline\n");
 }

@@ -38,6 +38,9 @@ pub struct Opened {
     /// handle still on the old version shortens its idea of the size. They must be
     /// dropped, or this open reads the new version only up to the old size.
     pub stale_attrs: bool,
+    /// Another version of the file is still read through an older handle: this handle
+    /// bypasses the kernel's page cache, which the two would otherwise share.
+    pub direct_io: bool,
 }
 
 pub struct OpenFiles {
@@ -114,6 +117,7 @@ impl OpenFiles {
                 fh: self.add(ino, Handle::StagedRead { ino, staged }),
                 keep_cache: false,
                 stale_attrs: false,
+                direct_io: false,
             });
         }
         let (mut file, refreshed) =
@@ -134,15 +138,24 @@ impl OpenFiles {
                 }
             }
         }
-        let (keep_cache, stale_attrs) = {
+        let (keep_cache, stale_attrs, direct_io) = {
             let mut ns = self.sb.lock();
             let inode = ns
                 .get_mut(ino)
                 .ok_or_else(|| err!(NotFound, "inode {ino} vanished"))?;
             let keep = inode.last_open_id.as_deref() == Some(file.id.as_str());
             let changed = !keep && inode.last_open_id.is_some();
-            inode.last_open_id = Some(file.id.clone());
-            (keep, changed)
+            let mixed = changed
+                && inode
+                    .last_open_id
+                    .as_deref()
+                    .is_some_and(|old| self.sb.is_read(old));
+            // While the old version is read, the page cache may hold its pages: the next
+            // open must not keep them.
+            if !mixed {
+                inode.last_open_id = Some(file.id.clone());
+            }
+            (keep, changed, mixed)
         };
         let handle = self.reader.open(&file.id, file.size, file.url.clone());
         if !keep_cache {
@@ -158,6 +171,7 @@ impl OpenFiles {
             fh: self.add(ino, h),
             keep_cache,
             stale_attrs,
+            direct_io,
         })
     }
 
@@ -195,6 +209,7 @@ impl OpenFiles {
                 fh,
                 keep_cache: false,
                 stale_attrs: false,
+                direct_io: false,
             });
         }
         Err(err!(
@@ -342,6 +357,7 @@ impl OpenFiles {
             fh,
             keep_cache: false,
             stale_attrs: false,
+            direct_io: false,
         };
         Ok((self.sb.attr(ino)?, opened))
     }

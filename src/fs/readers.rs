@@ -44,6 +44,11 @@ impl OpenReaders {
         }
     }
 
+    /// Whether a read handle of `id` is open.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.lock().open.contains_key(id)
+    }
+
     /// `id` was replaced: if someone reads it, its delete is deferred to the last close
     /// (returns true); otherwise the caller deletes it now (false).
     pub fn defer_delete_if_open(&self, id: &str) -> bool {

@@ -336,6 +336,11 @@ impl Superblock {
         }
     }
 
+    /// Whether a read handle of remote file `id` is open.
+    pub fn is_read(&self, id: &str) -> bool {
+        self.readers.is_open(id)
+    }
+
     /// The remote folder id of directory `dir` (`None` = root).
     pub fn folder_id(&self, dir: Ino) -> Result<Option<String>> {
         self.lock()
