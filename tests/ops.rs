@@ -588,8 +588,16 @@ fn status_json_lists_pending_uploads_with_size_and_error_and_counts_requests() {
         &server,
         &["--upload-retry-secs", "1", "--metrics-addr", &metrics],
     );
-    // Reads: the second one is served by the block cache.
+    // Reads: the second one is served by the block cache (the kernel's pages of the file
+    // dropped first, or the kernel would answer it). Whether the first read is a hit or a
+    // miss depends on whether the fetch started at open is done by then.
     assert_eq!(sha256_file(&m.p("read-me.bin")), sha256(&data));
+    {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(m.p("read-me.bin")).unwrap();
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+    }
     assert_eq!(sha256_file(&m.p("read-me.bin")), sha256(&data));
 
     let (code, out, err) = run_mediafs(&["status", &m.path().display().to_string(), "--json"]);
@@ -601,8 +609,9 @@ fn status_json_lists_pending_uploads_with_size_and_error_and_counts_requests() {
     assert_eq!(st["pid"], m.pid());
     assert!(st["requests"]["list_files"].as_u64().unwrap() >= 1);
     assert!(st["requests"]["read_range"].as_u64().unwrap() >= 1);
-    assert!(st["cache"]["hits"].as_u64().unwrap() >= 1, "{st}");
-    assert!(st["cache"]["misses"].as_u64().unwrap() >= 1, "{st}");
+    let (hits, misses) = (st["cache"]["hits"].as_u64(), st["cache"]["misses"].as_u64());
+    assert!(hits.unwrap() >= 1, "{st}");
+    assert!(hits.unwrap() + misses.unwrap() >= 2, "{st}");
     assert!(st["cache"]["used_bytes"].as_u64().unwrap() >= data.len() as u64);
     assert_eq!(st["cache"]["capacity_bytes"], 256 << 20);
     assert_eq!(st["pending_uploads"].as_array().unwrap().len(), 0);
