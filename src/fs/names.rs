@@ -127,11 +127,6 @@ impl Candidate {
 /// if that is taken too, more of the id is used, then the whole id, then a counter. Plain
 /// names are reserved before any generated one, so an entry never loses its plain name to
 /// another entry's generated name.
-/// The name `c` gets when nothing competes with it (its plain name, escaped and fitted).
-pub fn plain_name(c: &Candidate) -> String {
-    base_name(c)
-}
-
 pub fn assign_names(entries: &[Candidate]) -> Vec<String> {
     let bases: Vec<String> = entries.iter().map(base_name).collect();
     let ranks: Vec<Rank<'_>> = entries.iter().map(Rank::of).collect();
@@ -200,9 +195,9 @@ impl<'a> Rank<'a> {
     }
 }
 
-/// The name an entry gets when nothing competes with it: escaped, never empty, fitted
-/// into [`MAX_NAME_BYTES`].
-fn base_name(c: &Candidate) -> String {
+/// The name an entry gets when nothing competes with it (its plain name): escaped, never
+/// empty, fitted into [`MAX_NAME_BYTES`].
+pub fn base_name(c: &Candidate) -> String {
     let escaped = escape(&c.remote_name);
     if escaped.is_empty() {
         format!("~{}", id_tag(&c.id, SHORT_TAG_CHARS))

@@ -762,16 +762,22 @@ impl Namespace {
         }
     }
 
-    /// The mount wrote or moved `ino` under the name `shown`: if that is its plain name, it
-    /// keeps it over older namesakes (SEMANTICS.md: the plain name shows what was written
-    /// or moved there) while the mount runs.
+    /// The mount wrote or moved `ino` under the name `shown`: if that is its plain name and
+    /// a namesake competes for it, `ino` keeps it over older namesakes (SEMANTICS.md: the
+    /// plain name shows what was written or moved there) while the mount runs. Without a
+    /// namesake there is nothing to decide (and no folder-wide renaming on every upload).
     pub fn claim_name(&mut self, ino: Ino, shown: &str) {
-        if !self.inodes.contains_key(&ino) || names::plain_name(&self.candidate(ino)) != shown {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        let parent = inode.parent;
+        if inode.claimed
+            || !self.has_namesake(parent, ino, inode.entry.remote_name())
+            || names::base_name(&self.candidate(ino)) != shown
+        {
             return;
         }
-        let inode = self.inodes.get_mut(&ino).expect("checked above");
-        inode.claimed = true;
-        let parent = inode.parent;
+        self.inodes.get_mut(&ino).expect("checked above").claimed = true;
         self.rename_all(parent);
     }
 
