@@ -224,17 +224,24 @@ impl Superblock {
             mtime: change.mtime.map(|t| t.resolve()),
             ctime: Some(now),
         };
+        self.store_local(&mut ns, ino, &update)?;
+        Ok(self.attr_of(&ns, ns.get(ino).expect("checked above")))
+    }
+
+    /// Keeps `update` for `ino`: in `attrs.db` under its remote id, or in memory while it
+    /// has none (not uploaded) or has changes not uploaded (stored when they land).
+    fn store_local(&self, ns: &mut Namespace, ino: Ino, update: &Stored) -> Result<()> {
+        let Some(inode) = ns.get_mut(ino) else {
+            return Ok(());
+        };
         let dirty = inode.staged.as_ref().is_some_and(|s| s.is_dirty());
         match (&self.attrs, attr_key(&inode.entry)) {
             (Some(a), Some(k)) if !dirty => {
-                a.set(&k, &update).map_err(db_error)?;
+                a.set(&k, update).map_err(db_error)?;
             }
-            _ => {
-                let inode = ns.get_mut(ino).expect("checked above");
-                inode.local = inode.local.merged(&update);
-            }
+            _ => inode.local = inode.local.merged(update),
         }
-        Ok(self.attr_of(&ns, ns.get(ino).expect("checked above")))
+        Ok(())
     }
 
     /// The permission bits a create or mkdir asked for (the caller's umask applied), kept
@@ -257,16 +264,7 @@ impl Superblock {
             mode: Some(mode),
             ..Stored::default()
         };
-        match (&self.attrs, attr_key(&inode.entry)) {
-            (Some(a), Some(k)) => {
-                a.set(&k, &update).map_err(db_error)?;
-            }
-            _ => {
-                let inode = ns.get_mut(ino).expect("checked above");
-                inode.local = inode.local.merged(&update);
-            }
-        }
-        Ok(())
+        self.store_local(&mut ns, ino, &update)
     }
 
     /// Bytes were written to `ino`: a time set before the write no longer holds.
