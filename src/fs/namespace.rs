@@ -419,18 +419,23 @@ impl Namespace {
             .into_iter()
             .map(|f| Entry::Folder(f.into()))
             .chain(files.into_iter().map(|f| Entry::File(f.into())));
+        // Nothing changed through the mount while the listing was fetched (the usual case):
+        // no entry needs the checks below.
+        let overtaken = mark < self.changes;
         for entry in entries {
             let key = id_key(&entry).expect("remote entries have ids");
-            if self.buried.get(&key).is_some_and(|&c| c > mark) {
-                continue;
-            }
-            if let Some(&ino) = self.by_id.get(&key) {
-                let inode = &self.inodes[&ino];
-                if inode.changed > mark {
-                    if inode.parent == dir && self.attached(ino) {
-                        members.insert(ino);
-                    }
+            if overtaken {
+                if self.buried.get(&key).is_some_and(|&c| c > mark) {
                     continue;
+                }
+                if let Some(&ino) = self.by_id.get(&key) {
+                    let inode = &self.inodes[&ino];
+                    if inode.changed > mark {
+                        if inode.parent == dir && self.attached(ino) {
+                            members.insert(ino);
+                        }
+                        continue;
+                    }
                 }
             }
             let ino = self.upsert(dir, key, entry, now);
